@@ -1,0 +1,614 @@
+"""CPU kernels: @njit(cache=True), float32 and float64, one specialisation per dtype.
+
+Every function here has a NumPy twin of the same name and arguments in kernels.reference,
+which documents the math; the docstrings below say how the kernel does it.
+
+Shape legend
+  N = batch rows, I = fan-in, O = fan-out, K = classes / outputs, P = parameters
+
+Habits that matter for speed (measured, see benchmarks/):
+  * large products go through BLAS (_gemm below, which also accumulates, so weight_grad
+    needs no temporary); the bias add, the activation and the derivative mask are fused
+    into one pass over the output rows around it;
+  * 2-D and 1-D views are indexed with plain loop indices: flat `buf[off + j]` indexing
+    stopped LLVM from vectorizing in a prototype and cost 8x;
+  * float32 stays float32: typed constants come from the arrays (`_typed`), never from a
+    literal such as `0.0`, which would promote the hot loops to float64;
+  * reductions may be reassociated (fastmath "reassoc") so dot products vectorize; NaN and
+    inf semantics are kept (no "nnan"/"ninf"), so a diverging fit still shows NaN.
+"""
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.core.errors import TypingError
+from numba.extending import intrinsic
+from numba.np.linalg import check_blas_return, ensure_blas, get_blas_kind, ll_char, ll_void_p
+
+from .codes import IDENTITY, LEAKY_RELU, RELU, SIGMOID, SIGN, SOFTPLUS, STEP, TANH
+from .codes import LOSS_BCE, LOSS_MSE, LOSS_SOFTMAX_CE
+
+FASTMATH = {"reassoc", "contract", "nsz"}
+
+
+# --------------------------------------------------------------------------- BLAS
+
+@intrinsic
+def _gemm_raw(typingctx, a, b, c, beta):
+    """c = a @ b + beta * c through BLAS ?gemm, with no temporary.
+
+    Numba's np.dot always has beta = 0; accumulating weight gradients (dw += x.T @ dpre) with
+    beta = 1 saves an (I, O) temporary and a pass over it each step. This follows
+    numba.np.linalg.call_xxgemm: row-major C = A B is computed as column-major Cᵀ = Bᵀ Aᵀ,
+    and an operand whose layout differs from c's is passed transposed. a and b may be 'C' or
+    'F' contiguous (x.T is 'F'); c must be 'C'. The caller guarantees non-zero sizes."""
+    for arr in (a, b, c):
+        if not isinstance(arr, types.Array) or arr.ndim != 2 or arr.layout not in "CF":
+            raise TypingError("_gemm: operands must be contiguous 2-D arrays")
+    if not (a.dtype == b.dtype == c.dtype) or c.layout != "C":
+        raise TypingError("_gemm: one dtype for all operands, and a C-contiguous output")
+    ensure_blas()
+    sig = types.void(a, b, c, beta)
+
+    def codegen(context, builder, signature, args):
+        ta, tb, tc, tbeta = signature.args
+        arrs = [context.make_array(t)(context, builder, v) for t, v in zip((ta, tb, tc), args[:3])]
+        shapes = [cgutils.unpack_tuple(builder, arr.shape, 2) for arr in arrs]
+        dtype = tc.dtype
+        fnty = ir.FunctionType(ir.IntType(32), [
+            ll_char, ll_char, ll_char,
+            cgutils.intp_t, cgutils.intp_t, cgutils.intp_t,
+            ll_void_p, ll_void_p, cgutils.intp_t,
+            ll_void_p, cgutils.intp_t, ll_void_p,
+            ll_void_p, cgutils.intp_t])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemm")
+        alpha = cgutils.alloca_once_value(builder, context.get_constant_generic(builder, dtype, 1.0))
+        beta_v = context.cast(builder, args[3], tbeta, dtype)
+        beta_p = cgutils.alloca_once_value(builder, beta_v)
+        notrans = ir.Constant(ll_char, ord("n"))
+        trans = ir.Constant(ll_char, ord("t"))
+
+        def param(t, shp, arr):
+            return (notrans if t.layout == tc.layout else trans,
+                    shp[1] if t.layout == "C" else shp[0],
+                    builder.bitcast(arr.data, ll_void_p))
+
+        transa, lda, data_a = param(tb, shapes[1], arrs[1])
+        transb, ldb, data_b = param(ta, shapes[0], arrs[0])
+        _, ldc, data_c = param(tc, shapes[2], arrs[2])
+        m, k = shapes[0]
+        n = shapes[1][1]
+        kind = ir.Constant(ll_char, ord(get_blas_kind(dtype)))
+        res = builder.call(fn, (kind, transa, transb, n, m, k,
+                                builder.bitcast(alpha, ll_void_p), data_a, lda,
+                                data_b, ldb, builder.bitcast(beta_p, ll_void_p),
+                                data_c, ldc))
+        check_blas_return(context, builder, res)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True)
+def _gemm(a, b, c, beta):
+    """c = a @ b + beta * c; a (M, K), b (K, N), c (M, N). Handles empty sizes BLAS rejects."""
+    m, k = a.shape
+    n = b.shape[1]
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        for i in range(m):
+            for j in range(n):
+                c[i, j] = beta * c[i, j]
+        return
+    _gemm_raw(a, b, c, beta)
+
+
+# --------------------------------------------------------------------------- scalar helpers
+
+@njit(cache=True, inline="always")
+def _typed(a, value):
+    """`value` as a scalar of a's dtype, so float32 arithmetic stays float32."""
+    t = np.empty(1, a.dtype)
+    t[0] = value
+    return t[0]
+
+
+@njit(cache=True, inline="always")
+def _sigmoid(v, one):
+    # exp(-|v|) never overflows; select the branch that is exact for v's sign
+    e = math.exp(-abs(v))
+    s = one / (one + e)
+    return s if v >= 0 else e * s
+
+
+@njit(cache=True, inline="always")
+def _softplus(v, zero, one):
+    # logaddexp(v, 0) = max(v, 0) + log1p(exp(-|v|))
+    return max(v, zero) + math.log1p(math.exp(-abs(v)))
+
+
+@njit(cache=True, inline="always")
+def _act(v, act, alpha, zero, one):
+    if act == IDENTITY:
+        return v
+    if act == RELU:
+        return v if v > zero else zero
+    if act == LEAKY_RELU:
+        return v if v > zero else alpha * v
+    if act == SIGMOID:
+        return _sigmoid(v, one)
+    if act == TANH:
+        return math.tanh(v)
+    if act == SOFTPLUS:
+        return _softplus(v, zero, one)
+    if act == SIGN:
+        return one if v > zero else (-one if v < zero else zero)
+    # STEP
+    return one if v > zero else zero
+
+
+@njit(cache=True, inline="always")
+def _dact(pre, out, act, alpha, zero, one):
+    """h'(pre); sigmoid and tanh read it from out = h(pre)."""
+    if act == IDENTITY:
+        return one
+    if act == RELU:
+        return one if pre > zero else zero  # ReLU'(0) = 0
+    if act == LEAKY_RELU:
+        return one if pre > zero else alpha
+    if act == SIGMOID:
+        return out * (one - out)
+    if act == TANH:
+        return one - out * out
+    if act == SOFTPLUS:
+        return _sigmoid(pre, one)
+    return zero  # SIGN, STEP: flat almost everywhere
+
+
+@njit(cache=True, inline="always")
+def _bias_act_row(out, pre, b, n, act, alpha, zero, one):
+    """pre[:n] += b; out[:n] = h(pre[:n]), in one pass. b may be empty (no bias).
+    The act switch is hoisted out of the loop for the common cases so each loop vectorizes."""
+    has_b = b.shape[0] > 0
+    if act == IDENTITY:
+        for j in range(n):
+            v = pre[j] + b[j] if has_b else pre[j]
+            pre[j] = v
+            out[j] = v
+    elif act == RELU:
+        for j in range(n):
+            v = pre[j] + b[j] if has_b else pre[j]
+            pre[j] = v
+            out[j] = v if v > zero else zero
+    else:
+        for j in range(n):
+            v = pre[j] + b[j] if has_b else pre[j]
+            pre[j] = v
+            out[j] = _act(v, act, alpha, zero, one)
+
+
+@njit(cache=True, inline="always")
+def _delta_row(dpre, dout, pre, out, n, act, alpha, zero, one):
+    """dpre[:n] = dout[:n] * h'(pre[:n])."""
+    if act == IDENTITY:
+        for j in range(n):
+            dpre[j] = dout[j]
+    elif act == RELU:
+        for j in range(n):
+            dpre[j] = dout[j] if pre[j] > zero else zero
+    else:
+        for j in range(n):
+            dpre[j] = dout[j] * _dact(pre[j], out[j], act, alpha, zero, one)
+
+
+# --------------------------------------------------------------------------- activations
+
+@njit(cache=True)
+def activation_forward(out, pre, act, alpha):
+    """out = h(pre), elementwise over (N, O) arrays."""
+    zero, one, a = _typed(out, 0.0), _typed(out, 1.0), _typed(out, alpha)
+    for r in range(pre.shape[0]):
+        for j in range(pre.shape[1]):
+            out[r, j] = _act(pre[r, j], act, a, zero, one)
+
+
+@njit(cache=True)
+def activation_backward(dpre, dout, pre, out, act, alpha):
+    """dpre += dout * h'(pre), elementwise over (N, O) arrays."""
+    zero, one, a = _typed(dpre, 0.0), _typed(dpre, 1.0), _typed(dpre, alpha)
+    for r in range(pre.shape[0]):
+        for j in range(pre.shape[1]):
+            dpre[r, j] += dout[r, j] * _dact(pre[r, j], out[r, j], act, a, zero, one)
+
+
+# --------------------------------------------------------------------------- dense layer
+
+@njit(cache=True, fastmath=FASTMATH)
+def affine_act_forward(out, pre, x, w, b, act, alpha):
+    """out = h(x @ w + b); pre keeps x @ w + b. One BLAS gemm into pre, then one fused pass
+    that adds the bias and applies h. out, pre (N, O); x (N, I); w (I, O); b (O,) or empty."""
+    zero, one, a = _typed(out, 0.0), _typed(out, 1.0), _typed(out, alpha)
+    _gemm(x, w, pre, 0.0)
+    o = pre.shape[1]
+    for r in range(pre.shape[0]):
+        _bias_act_row(out[r], pre[r], b, o, act, a, zero, one)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def affine_act_backward(dx, dpre, dout, pre, out, w, act, alpha):
+    """The delta recursion: dpre = dout * h'(pre) (one fused pass), then dx = dpre @ w.T by
+    BLAS. Written, not accumulated. dx (N, I), or empty to skip the product (first layer)."""
+    zero, one, a = _typed(dpre, 0.0), _typed(dpre, 1.0), _typed(dpre, alpha)
+    o = pre.shape[1]
+    for r in range(pre.shape[0]):
+        _delta_row(dpre[r], dout[r], pre[r], out[r], o, act, a, zero, one)
+    if dx.size > 0:
+        _gemm(dpre, w.T, dx, 0.0)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def weight_grad(dw, db, x, dpre):
+    """dw += x.T @ dpre as one accumulating BLAS gemm (beta = 1, no temporary);
+    db += column sums of dpre. dw (I, O); db (O,) or empty; x (N, I); dpre (N, O)."""
+    _gemm(x.T, dpre, dw, 1.0)
+    if db.shape[0] > 0:
+        for r in range(dpre.shape[0]):
+            row = dpre[r]
+            for j in range(dpre.shape[1]):
+                db[j] += row[j]
+
+
+# --------------------------------------------------------------------------- losses
+# Each loss writes dz = d(loss)/dz and returns the loss; sums are kept in float64.
+
+@njit(cache=True, inline="always")
+def _finish(dz, per, n, sample_weight, mean):
+    """Scale row n of dz by its sample weight (and 1/N for the mean); return its weighted loss."""
+    scale = 1.0
+    if sample_weight.shape[0] > 0:
+        scale = float(sample_weight[n])
+    if mean:
+        scale /= dz.shape[0]
+    if scale != 1.0:
+        s = _typed(dz, scale)
+        row = dz[n]
+        for k in range(dz.shape[1]):
+            row[k] *= s
+    return per * scale
+
+
+@njit(cache=True, inline="always")
+def _logsumexp(zrow):
+    # subtract the row max so exp never overflows, in float64
+    m = -np.inf
+    for k in range(zrow.shape[0]):
+        v = float(zrow[k])
+        if v > m:
+            m = v
+    s = 0.0
+    for k in range(zrow.shape[0]):
+        s += math.exp(float(zrow[k]) - m)
+    return m + math.log(s)
+
+
+@njit(cache=True)
+def softmax(out, z):
+    """out = softmax(z) row by row via log-sum-exp. out, z (N, K)."""
+    for n in range(z.shape[0]):
+        lse = _logsumexp(z[n])
+        for k in range(z.shape[1]):
+            out[n, k] = math.exp(float(z[n, k]) - lse)
+
+
+@njit(cache=True)
+def softmax_cross_entropy(dz, z, labels, sample_weight, label_smoothing, mean):
+    """Integer labels; target (1 - eps) onehot + eps / K formed on the fly, never stored."""
+    n_rows, k_cls = z.shape
+    off = label_smoothing / k_cls
+    on = 1.0 - label_smoothing + off
+    total = 0.0
+    for n in range(n_rows):
+        zr = z[n]
+        lse = _logsumexp(zr)
+        y = labels[n]
+        per = 0.0
+        for k in range(k_cls):
+            logp = float(zr[k]) - lse
+            t = on if k == y else off
+            if t != 0.0:
+                per -= t * logp
+            dz[n, k] = math.exp(logp) - t
+        total += _finish(dz, per, n, sample_weight, mean)
+    return total
+
+
+@njit(cache=True, inline="always")
+def _soft_target_loss(dz, z, target, sample_weight, mean, with_entropy):
+    total = 0.0
+    for n in range(z.shape[0]):
+        zr = z[n]
+        tr = target[n]
+        lse = _logsumexp(zr)
+        tsum = 0.0
+        for k in range(z.shape[1]):
+            tsum += float(tr[k])
+        per = 0.0
+        for k in range(z.shape[1]):
+            t = float(tr[k])
+            logp = float(zr[k]) - lse
+            if t != 0.0:
+                per -= t * logp
+                if with_entropy:
+                    per += t * math.log(t)  # 0 log 0 = 0: skipped with t == 0
+            dz[n, k] = math.exp(logp) * tsum - t
+        total += _finish(dz, per, n, sample_weight, mean)
+    return total
+
+
+@njit(cache=True)
+def softmax_cross_entropy_soft(dz, z, target, sample_weight, mean):
+    """Target distributions (N, K); dz = p * sum(t) - t."""
+    return _soft_target_loss(dz, z, target, sample_weight, mean, False)
+
+
+@njit(cache=True)
+def kl_divergence(dz, z, target, sample_weight, mean):
+    """KL(target || softmax(z)) = soft cross-entropy minus the target's entropy."""
+    return _soft_target_loss(dz, z, target, sample_weight, mean, True)
+
+
+@njit(cache=True)
+def binary_cross_entropy(dz, z, y, sample_weight, mean):
+    """max(z, 0) - z t + log1p(exp(-|z|)) per output; dz = sigmoid(z) - t; t = 0 for y = -1."""
+    for_one = 1.0
+    total = 0.0
+    for n in range(z.shape[0]):
+        per = 0.0
+        for k in range(z.shape[1]):
+            v = float(z[n, k])
+            t = float(y[n, k])
+            if t < 0.0:
+                t = 0.0
+            per += max(v, 0.0) - v * t + math.log1p(math.exp(-abs(v)))
+            dz[n, k] = _sigmoid(v, for_one) - t
+        total += _finish(dz, per, n, sample_weight, mean)
+    return total
+
+
+@njit(cache=True)
+def mse(dz, z, y, sample_weight, mean):
+    """1/2 ||z - y||^2 per sample; dz = z - y."""
+    total = 0.0
+    for n in range(z.shape[0]):
+        per = 0.0
+        for k in range(z.shape[1]):
+            r = float(z[n, k]) - float(y[n, k])
+            per += 0.5 * r * r
+            dz[n, k] = r
+        total += _finish(dz, per, n, sample_weight, mean)
+    return total
+
+
+@njit(cache=True)
+def hinge(dz, z, y, sample_weight, mean):
+    """max(0, 1 - y z) per output with y read as -1/+1 (y <= 0 is -1); dz = -y inside the margin."""
+    total = 0.0
+    for n in range(z.shape[0]):
+        per = 0.0
+        for k in range(z.shape[1]):
+            s = 1.0 if y[n, k] > 0 else -1.0
+            margin = 1.0 - s * float(z[n, k])
+            if margin > 0.0:
+                per += margin
+                dz[n, k] = -s
+            else:
+                dz[n, k] = 0.0
+        total += _finish(dz, per, n, sample_weight, mean)
+    return total
+
+
+@njit(cache=True)
+def multiclass_hinge(dz, z, labels, sample_weight, mean):
+    """Weston-Watkins: sum over j != y of max(0, 1 + z_j - z_y)."""
+    total = 0.0
+    for n in range(z.shape[0]):
+        y = labels[n]
+        zy = float(z[n, y])
+        per = 0.0
+        violators = 0
+        for k in range(z.shape[1]):
+            margin = 1.0 + float(z[n, k]) - zy
+            if k != y and margin > 0.0:
+                per += margin
+                violators += 1
+                dz[n, k] = 1.0
+            else:
+                dz[n, k] = 0.0
+        dz[n, y] = -violators
+        total += _finish(dz, per, n, sample_weight, mean)
+    return total
+
+
+@njit(cache=True)
+def perceptron(dz, z, y, sample_weight, mean):
+    """max(0, -y z) per output; dz = -y on a mistake (y z <= 0, so a zero start moves)."""
+    total = 0.0
+    for n in range(z.shape[0]):
+        per = 0.0
+        for k in range(z.shape[1]):
+            s = 1.0 if y[n, k] > 0 else -1.0
+            yz = s * float(z[n, k])
+            if yz <= 0.0:
+                per -= yz
+                dz[n, k] = -s
+            else:
+                dz[n, k] = 0.0
+        total += _finish(dz, per, n, sample_weight, mean)
+    return total
+
+
+@njit(cache=True)
+def multiclass_perceptron(dz, z, labels, sample_weight, mean):
+    """max_j z_j - z_y; on a mistake (first argmax != y) dz = +1 at the argmax, -1 at y."""
+    total = 0.0
+    for n in range(z.shape[0]):
+        zr = z[n]
+        pred = 0
+        for k in range(1, z.shape[1]):
+            if zr[k] > zr[pred]:
+                pred = k
+        y = labels[n]
+        for k in range(z.shape[1]):
+            dz[n, k] = 0.0
+        if pred != y:
+            dz[n, pred] = 1.0
+            dz[n, y] = -1.0
+        per = float(zr[pred]) - float(zr[y])
+        total += _finish(dz, per, n, sample_weight, mean)
+    return total
+
+
+# --------------------------------------------------------------------------- optimizers
+
+@njit(cache=True, fastmath=FASTMATH)
+def sgd_update(params, grads, velocity, lr, momentum, nesterov, weight_decay):
+    """One pass over all P parameters; velocity is untouched (may be empty) when momentum == 0."""
+    lr_t, mu, wd = _typed(params, lr), _typed(params, momentum), _typed(params, weight_decay)
+    if momentum == 0.0:
+        for i in range(params.shape[0]):
+            params[i] -= lr_t * (grads[i] + wd * params[i])
+    elif nesterov:
+        for i in range(params.shape[0]):
+            g = grads[i] + wd * params[i]
+            v = mu * velocity[i] + g
+            velocity[i] = v
+            params[i] -= lr_t * (g + mu * v)
+    else:
+        for i in range(params.shape[0]):
+            v = mu * velocity[i] + grads[i] + wd * params[i]
+            velocity[i] = v
+            params[i] -= lr_t * v
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
+    """One pass over all P parameters; the bias corrections are folded into two scalars."""
+    b1, b2 = _typed(params, beta1), _typed(params, beta2)
+    c1, c2 = _typed(params, 1.0 - beta1), _typed(params, 1.0 - beta2)
+    step_size = _typed(params, lr / (1.0 - beta1 ** step))
+    inv_sqrt_bc2 = _typed(params, 1.0 / math.sqrt(1.0 - beta2 ** step))
+    eps_t = _typed(params, eps)
+    wd = _typed(params, weight_decay)
+    decay = _typed(params, 1.0 - lr * weight_decay)
+    for i in range(params.shape[0]):
+        p = params[i]
+        g = grads[i]
+        if decoupled:
+            p = p * decay
+        else:
+            g = g + wd * p
+        mi = b1 * m[i] + c1 * g
+        vi = b2 * v[i] + c2 * g * g
+        m[i] = mi
+        v[i] = vi
+        params[i] = p - step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps_t)
+
+
+# --------------------------------------------------------------------------- fused epoch
+
+@njit(cache=True, fastmath=FASTMATH)
+def sgd_epoch(params, x, labels, targets, order, sizes, w_off, b_off, acts, alpha,
+              loss, lr, weight_decay):
+    """Per-sample SGD over one epoch in one compiled call: O(P) work per sample.
+
+    Per layer and sample, W is read twice: once in the forward pass, and once in a single
+    backward pass that computes the delta recursion dx_i = W[i, :] . delta and then updates
+    the same row W[i, :] -= lr * (a_i delta + wd W[i, :]) while it is in L1. Rows whose input
+    a_i is 0 (ReLU zeros, sparse inputs) are skipped in both the product and the update.
+    All buffers are allocated once, before the sample loop. Arguments as in the reference."""
+    n_layers = sizes.shape[0] - 1
+    zero, one = _typed(params, 0.0), _typed(params, 1.0)
+    a_t, lr_t = _typed(params, alpha), _typed(params, lr)
+    decay = _typed(params, 1.0 - lr * weight_decay)
+    width = 0
+    for l in range(sizes.shape[0]):
+        width = max(width, sizes[l])
+    ws = [params[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].reshape((sizes[l], sizes[l + 1]))
+          for l in range(n_layers)]
+    bs = [params[b_off[l]:b_off[l] + sizes[l + 1]] if b_off[l] >= 0 else params[:0]
+          for l in range(n_layers)]
+    pre = np.zeros((n_layers, width), params.dtype)
+    out = np.zeros((n_layers, width), params.dtype)
+    delta = np.zeros(width, params.dtype)
+    dcur = np.zeros(width, params.dtype)
+    dnext = np.zeros(width, params.dtype)
+    n_out = sizes[n_layers]
+    total = 0.0
+
+    for t in range(order.shape[0]):
+        s = order[t]
+        # forward
+        for l in range(n_layers):
+            fan_in, fan_out = sizes[l], sizes[l + 1]
+            w = ws[l]
+            p = pre[l]
+            a = x[s] if l == 0 else out[l - 1]
+            for j in range(fan_out):
+                p[j] = zero
+            for i in range(fan_in):
+                ai = a[i]
+                if ai != zero:
+                    for j in range(fan_out):
+                        p[j] += ai * w[i, j]
+            _bias_act_row(out[l], p, bs[l], fan_out, acts[l], a_t, zero, one)
+
+        # loss and its gradient with respect to the last layer's output
+        z = out[n_layers - 1]
+        if loss == LOSS_SOFTMAX_CE:
+            zr = z[:n_out]
+            lse = _logsumexp(zr)
+            y = labels[s]
+            total += lse - float(z[y])
+            for k in range(n_out):
+                dcur[k] = math.exp(float(z[k]) - lse)
+            dcur[y] -= one
+        elif loss == LOSS_BCE:
+            for k in range(n_out):
+                v = float(z[k])
+                tk = max(float(targets[s, k]), 0.0)
+                total += max(v, 0.0) - v * tk + math.log1p(math.exp(-abs(v)))
+                dcur[k] = _sigmoid(v, 1.0) - tk
+        else:  # LOSS_MSE
+            for k in range(n_out):
+                r = float(z[k]) - float(targets[s, k])
+                total += 0.5 * r * r
+                dcur[k] = r
+
+        # backward and update, one pass over each W
+        for l in range(n_layers - 1, -1, -1):
+            fan_in, fan_out = sizes[l], sizes[l + 1]
+            w = ws[l]
+            _delta_row(delta, dcur, pre[l], out[l], fan_out, acts[l], a_t, zero, one)
+            a = x[s] if l == 0 else out[l - 1]
+            for i in range(fan_in):
+                if l > 0:
+                    acc = zero
+                    for j in range(fan_out):
+                        acc += w[i, j] * delta[j]
+                    dnext[i] = acc
+                step = lr_t * a[i]
+                if weight_decay != 0.0:
+                    for j in range(fan_out):
+                        w[i, j] = decay * w[i, j] - step * delta[j]
+                elif step != zero:
+                    for j in range(fan_out):
+                        w[i, j] -= step * delta[j]
+            b = bs[l]
+            for j in range(b.shape[0]):
+                b[j] -= lr_t * delta[j]
+            dcur, dnext = dnext, dcur
+
+    return total / max(order.shape[0], 1)
