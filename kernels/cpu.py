@@ -281,8 +281,10 @@ def _finish(dz, per, n, sample_weight, mean):
 
 
 @njit(cache=True, inline="always")
-def _logsumexp(zrow):
-    # subtract the row max so exp never overflows, in float64
+def _max_logsumexp(zrow):
+    """(m, log sum exp(z - m)) with m the row max, in float64. log p_k is then
+    (z_k - m) - that log: subtracting m first keeps exp from overflowing and log p from
+    losing digits to z_k - logsumexp(z) when the logits are large."""
     m = -np.inf
     for k in range(zrow.shape[0]):
         v = float(zrow[k])
@@ -291,16 +293,16 @@ def _logsumexp(zrow):
     s = 0.0
     for k in range(zrow.shape[0]):
         s += math.exp(float(zrow[k]) - m)
-    return m + math.log(s)
+    return m, math.log(s)
 
 
 @njit(cache=True)
 def softmax(out, z):
     """out = softmax(z) row by row via log-sum-exp. out, z (N, K)."""
     for n in range(z.shape[0]):
-        lse = _logsumexp(z[n])
+        m, log_s = _max_logsumexp(z[n])
         for k in range(z.shape[1]):
-            out[n, k] = math.exp(float(z[n, k]) - lse)
+            out[n, k] = math.exp((float(z[n, k]) - m) - log_s)
 
 
 @njit(cache=True)
@@ -312,11 +314,11 @@ def softmax_cross_entropy(dz, z, labels, sample_weight, label_smoothing, mean):
     total = 0.0
     for n in range(n_rows):
         zr = z[n]
-        lse = _logsumexp(zr)
+        m, log_s = _max_logsumexp(zr)
         y = labels[n]
         per = 0.0
         for k in range(k_cls):
-            logp = float(zr[k]) - lse
+            logp = (float(zr[k]) - m) - log_s
             t = on if k == y else off
             if t != 0.0:
                 per -= t * logp
@@ -331,14 +333,14 @@ def _soft_target_loss(dz, z, target, sample_weight, mean, with_entropy):
     for n in range(z.shape[0]):
         zr = z[n]
         tr = target[n]
-        lse = _logsumexp(zr)
+        m, log_s = _max_logsumexp(zr)
         tsum = 0.0
         for k in range(z.shape[1]):
             tsum += float(tr[k])
         per = 0.0
         for k in range(z.shape[1]):
             t = float(tr[k])
-            logp = float(zr[k]) - lse
+            logp = (float(zr[k]) - m) - log_s
             if t != 0.0:
                 per -= t * logp
                 if with_entropy:
@@ -589,11 +591,11 @@ def sgd_epoch(params, x, labels, targets, order, sizes, w_off, b_off, acts, alph
         # loss and its gradient with respect to the last layer's output
         z = out[n_layers - 1]
         if loss == LOSS_SOFTMAX_CE:
-            lse = _logsumexp(z[:n_out])
+            m, log_s = _max_logsumexp(z[:n_out])
             y = labels[s]
-            total += lse - float(z[y])
+            total += log_s - (float(z[y]) - m)
             for k in range(n_out):
-                dcur[k] = math.exp(float(z[k]) - lse)
+                dcur[k] = math.exp((float(z[k]) - m) - log_s)
             dcur[y] -= one
         elif loss == LOSS_BCE:
             for k in range(n_out):

@@ -55,7 +55,8 @@ def test_sgd_epoch_matches_reference(dtype, arch, loss, weight_decay, sparse):
     assert np.all(np.isfinite(params))
     assert_close(loss_k, loss_r, dtype)
     assert_close(params, params_r, dtype)
-    assert not np.array_equal(params, start)  # it trained something
+    if not (loss == codes.LOSS_SOFTMAX_CE and sizes[-1] == 1):  # one-class softmax: p - t = 0
+        assert not np.array_equal(params, start)  # it trained something
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
