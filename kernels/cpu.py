@@ -134,10 +134,12 @@ def _softplus(v, zero, one):
 def _act(v, act, alpha, zero, one):
     if act == IDENTITY:
         return v
+    # written so that NaN passes through (v <= 0 is False for NaN), as np.maximum does: a
+    # diverging fit must show NaN in its loss, not hide it behind a ReLU
     if act == RELU:
-        return v if v > zero else zero
+        return zero if v <= zero else v
     if act == LEAKY_RELU:
-        return v if v > zero else alpha * v
+        return alpha * v if v <= zero else v
     if act == SIGMOID:
         return _sigmoid(v, one)
     if act == TANH:
@@ -145,7 +147,7 @@ def _act(v, act, alpha, zero, one):
     if act == SOFTPLUS:
         return _softplus(v, zero, one)
     if act == SIGN:
-        return one if v > zero else (-one if v < zero else zero)
+        return one if v > zero else (-one if v < zero else v * zero)  # NaN stays NaN
     # STEP
     return one if v > zero else zero
 
@@ -182,7 +184,7 @@ def _bias_act_row(out, pre, b, n, act, alpha, zero, one):
         for j in range(n):
             v = pre[j] + b[j] if has_b else pre[j]
             pre[j] = v
-            out[j] = v if v > zero else zero
+            out[j] = zero if v <= zero else v  # NaN passes through, see _act
     else:
         for j in range(n):
             v = pre[j] + b[j] if has_b else pre[j]
