@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from peers import init_params, make_data
+from fastnn.bench.peers import init_params, make_data
 
 SIZES = (784, 128, 10)
 N_SAMPLES = 10_000

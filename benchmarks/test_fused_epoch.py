@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 from fastnn.kernels import cpu, reference
 from fastnn.kernels.codes import IDENTITY, LOSS_SOFTMAX_CE, RELU
 from fastnn.kernels.layout import mlp_layout
-from peers import TorchMLP, numpy_sgd_epoch, torch_threads
+from fastnn.bench.peers import TorchMLP, numpy_sgd_epoch, torch_threads
 
 GROUP = "per-sample-sgd-784-128-10"
 GROUP_64 = "per-sample-sgd-784-128-10-float64"

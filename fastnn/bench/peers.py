@@ -1,8 +1,8 @@
-"""Peers of fastnn's fused per-sample SGD epoch, for the benchmarks beside it.
+"""fastnn's peers, for the benchmarks beside it: NumPy, PyTorch eager and scikit-learn.
 
-One epoch of per-sample SGD (batch size 1, plain SGD: fixed lr, no momentum, no weight decay)
-for an MLP with ReLU hidden layers, an identity output and softmax cross-entropy, written the
-way a competent user of each library would write it. Every peer reads and writes parameters in
+Training an MLP with ReLU hidden layers, an identity output and softmax cross-entropy by plain
+SGD (fixed lr, no momentum, no weight decay), per sample or in mini-batches, and inference,
+each written the way a competent user of that library would write it. Every peer reads and writes parameters in
 fastnn's flat buffer layout (kernels.layout.mlp_layout: layer l's W as a (fan_in, fan_out)
 row-major block, then its bias), so all of them start from the same weights and can be checked
 against each other.
@@ -13,11 +13,15 @@ Shape legend
 from contextlib import contextmanager
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
-from fastnn.kernels.layout import mlp_layout
+from ..kernels.layout import mlp_layout
+
+try:  # PyTorch is a peer, not a dependency: the bench extra installs it
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+except ImportError:  # pragma: no cover - reported by the bench CLI as a skipped peer
+    torch = None
 
 
 def make_data(n, n_features, n_classes, seed):
@@ -105,6 +109,56 @@ def numpy_sgd_epoch(params, x, labels, order, sizes, lr):
     return total / max(len(order), 1)
 
 
+def numpy_minibatch_epoch(params, x, labels, order, sizes, lr, batch_size):
+    """One epoch of mini-batch SGD in plain NumPy (the mean loss over each batch); updates
+    params (P,) in place and returns the mean of the batch losses. Matrix products go to
+    NumPy's BLAS; the elementwise steps are separate NumPy passes, as a user writes them."""
+    ws, bs = _views(params, sizes)
+    n_layers = len(ws)
+    lr = params.dtype.type(lr)
+    total, n_batches = 0.0, 0
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        n = len(idx)
+        acts = [x[idx]]
+        for l in range(n_layers):
+            a = acts[-1] @ ws[l]
+            a += bs[l]
+            if l < n_layers - 1:
+                np.maximum(a, 0, out=a)
+            acts.append(a)
+        z = acts[-1]
+        z = z - z.max(axis=1, keepdims=True)  # so exp never overflows
+        e = np.exp(z)
+        sum_e = e.sum(axis=1, keepdims=True)
+        rows = np.arange(n)
+        total += float(np.mean(np.log(sum_e[:, 0]) - z[rows, labels[idx]]))
+        n_batches += 1
+        delta = e / sum_e
+        delta[rows, labels[idx]] -= 1
+        delta *= params.dtype.type(1.0 / n)
+        for l in range(n_layers - 1, -1, -1):
+            dprev = delta @ ws[l].T if l > 0 else None
+            ws[l] -= lr * (acts[l].T @ delta)
+            bs[l] -= lr * delta.sum(axis=0)
+            if l > 0:
+                dprev *= acts[l] > 0
+                delta = dprev
+    return total / max(n_batches, 1)
+
+
+def numpy_predict(params, x, sizes):
+    """Logits of the MLP for x (N, F): one BLAS product and two NumPy passes per layer."""
+    ws, bs = _views(params, sizes)
+    a = x
+    for l in range(len(ws)):
+        a = a @ ws[l]
+        a += bs[l]
+        if l < len(ws) - 1:
+            np.maximum(a, 0, out=a)
+    return a
+
+
 # --------------------------------------------------------------------------- PyTorch
 
 @contextmanager
@@ -171,6 +225,25 @@ class TorchMLP:
             total += loss.item()
         return total / max(len(order), 1)
 
+    def minibatch_epoch(self, x, labels, order, batch_size):
+        """One epoch of mini-batch SGD, the mean loss per batch. order: an int64 tensor."""
+        model, optimizer = self.model, self.optimizer
+        total, n_batches = 0.0, 0
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            loss = F.cross_entropy(model(x[idx]), labels[idx])
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            total += loss.item()
+            n_batches += 1
+        return total / max(n_batches, 1)
+
+    def predict(self, x):
+        """Logits for x (N, F) float32 tensor, without autograd."""
+        with torch.inference_mode():
+            return self.model(x)
+
 
 def torch_sgd_epoch(params, x, labels, order, sizes, lr, n_threads=1):
     """One epoch of per-sample SGD in PyTorch eager mode; updates params (P,) float32 in
@@ -181,3 +254,16 @@ def torch_sgd_epoch(params, x, labels, order, sizes, lr, n_threads=1):
         loss = net.epoch(torch.from_numpy(x), torch.from_numpy(labels), [int(s) for s in order])
     params[...] = net.flat_params()
     return loss
+
+
+# --------------------------------------------------------------------------- scikit-learn
+
+def sklearn_mlp(sizes, lr, batch_size, seed=0):
+    """scikit-learn's MLPClassifier with the same architecture and plain SGD, for one epoch
+    per fit call (max_iter=1, warm_start so repeated fits continue)."""
+    from sklearn.neural_network import MLPClassifier
+
+    return MLPClassifier(hidden_layer_sizes=tuple(int(s) for s in sizes[1:-1]), activation="relu",
+                         solver="sgd", learning_rate_init=lr, momentum=0.0, nesterovs_momentum=False,
+                         batch_size=batch_size, max_iter=1, shuffle=False, alpha=0.0, tol=0.0,
+                         n_iter_no_change=10**9, random_state=seed, warm_start=True)
