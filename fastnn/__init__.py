@@ -2,5 +2,11 @@
 __version__ = "0.1.0"
 
 from . import kernels  # noqa: E402  (fastnn.kernels is the installed kernels/ directory)
+from . import callbacks, losses, optim  # noqa: E402
+from .diagnostics import gradcheck  # noqa: E402
+from .io import load, save  # noqa: E402
+from .layers import L2, Dense  # noqa: E402
+from .models import DivergenceError, Sequential  # noqa: E402
 
-__all__ = ["kernels", "__version__"]
+__all__ = ["kernels", "callbacks", "losses", "optim", "Dense", "L2", "Sequential",
+           "DivergenceError", "gradcheck", "load", "save", "__version__"]

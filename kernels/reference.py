@@ -19,6 +19,8 @@ import numpy as np
 
 from .codes import IDENTITY, LEAKY_RELU, RELU, SIGMOID, SIGN, SOFTPLUS, STEP, TANH
 from .codes import LOSS_BCE, LOSS_MSE, LOSS_SOFTMAX_CE
+from .codes import (LOSS_HINGE, LOSS_KL, LOSS_MULTICLASS_HINGE, LOSS_MULTICLASS_PERCEPTRON,
+                    LOSS_PERCEPTRON, LOSS_SOFTMAX_CE_SOFT, OPT_SGD)
 
 
 # --------------------------------------------------------------------------- activations
@@ -318,3 +320,76 @@ def sgd_epoch(params, x, labels, targets, order, sizes, w_off, b_off, acts, alph
                 bs[l] -= (lr * db).astype(params.dtype)
             dout = dx
     return total / max(len(order), 1)
+
+
+def apply_loss(dz, z, labels, targets, sample_weight, loss, label_smoothing):
+    """The loss named by its code, mean over the rows of z; labels for the label losses,
+    targets (same shape as z) for the others. Returns the loss, writes dz."""
+    if loss == LOSS_SOFTMAX_CE:
+        return softmax_cross_entropy(dz, z, labels, sample_weight, label_smoothing, True)
+    if loss == LOSS_MULTICLASS_HINGE:
+        return multiclass_hinge(dz, z, labels, sample_weight, True)
+    if loss == LOSS_MULTICLASS_PERCEPTRON:
+        return multiclass_perceptron(dz, z, labels, sample_weight, True)
+    fn = {LOSS_BCE: binary_cross_entropy, LOSS_MSE: mse, LOSS_SOFTMAX_CE_SOFT:
+          softmax_cross_entropy_soft, LOSS_KL: kl_divergence, LOSS_HINGE: hinge,
+          LOSS_PERCEPTRON: perceptron}[loss]
+    return fn(dz, z, targets, sample_weight, True)
+
+
+def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_weight, order,
+                    batch_size, sizes, w_off, b_off, acts, alpha, l2, loss, label_smoothing,
+                    opt, hyper, step):
+    """Mini-batch SGD / Adam over one epoch: for each batch of `batch_size` rows of `order`
+    (the last one may be shorter): forward, the mean loss over the batch, backward into
+    grads (zeroed first), the L2 term 2 l2[l] W of each layer, and one optimizer update of the
+    whole flat buffer. Returns (mean over samples of the batch losses, last step number).
+
+    params, grads, state1, state2 (P,): state1 is SGD's velocity or Adam's m, state2 Adam's v
+    (either may be empty when unused); x (N, I); labels (N,) for label losses, targets (N, K)
+    for the others (the unused one empty); sample_weight (N,) or empty; order (M,) indices;
+    l2 (L,) per-layer L2 strength; opt OPT_SGD or OPT_ADAM; hyper (N_HYPER,) as in codes;
+    step: Adam's step count before this epoch (t of the first batch is step + 1)."""
+    n_layers = len(sizes) - 1
+
+    def views(buf):
+        ws = [buf[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].reshape(sizes[l], sizes[l + 1])
+              for l in range(n_layers)]
+        bs = [buf[b_off[l]:b_off[l] + sizes[l + 1]] if b_off[l] >= 0 else buf[:0]
+              for l in range(n_layers)]
+        return ws, bs
+
+    ws, bs = views(params)
+    dws, dbs = views(grads)
+    lr, momentum, nesterov, weight_decay, beta1, beta2, eps, decoupled = hyper
+    total = 0.0
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        outs, pres = [x[idx]], []
+        for l in range(n_layers):
+            pre = np.empty((len(idx), sizes[l + 1]), params.dtype)
+            out = np.empty_like(pre)
+            affine_act_forward(out, pre, outs[-1], ws[l], bs[l], acts[l], alpha)
+            pres.append(pre)
+            outs.append(out)
+        dout = np.empty_like(outs[-1])
+        sw = sample_weight[idx] if sample_weight.size else sample_weight
+        lab = labels[idx] if labels.size else labels
+        tgt = targets[idx] if targets.size else targets
+        total += apply_loss(dout, outs[-1], lab, tgt, sw, loss, label_smoothing) * len(idx)
+        grads[...] = 0
+        for l in range(n_layers - 1, -1, -1):
+            dpre = np.empty_like(dout)
+            dx = np.empty((len(idx), sizes[l]), params.dtype) if l else np.zeros((0, 0), params.dtype)
+            affine_act_backward(dx, dpre, dout, pres[l], outs[l + 1], ws[l], acts[l], alpha)
+            weight_grad(dws[l], dbs[l], outs[l], dpre)
+            if l2[l] != 0:
+                dws[l] += (2 * l2[l] * ws[l]).astype(params.dtype)
+            dout = dx
+        step += 1
+        if opt == OPT_SGD:
+            sgd_update(params, grads, state1, lr, momentum, bool(nesterov), weight_decay)
+        else:
+            adam_update(params, grads, state1, state2, lr, beta1, beta2, eps, weight_decay,
+                        bool(decoupled), step)
+    return total / max(len(order), 1), step

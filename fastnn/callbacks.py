@@ -1,0 +1,160 @@
+"""Callbacks: hooks fit calls at the start and end of training and of each epoch.
+
+The protocol is Keras': a Callback gets `model` set before training, and `logs` is the dict of
+this epoch's numbers ("loss", metrics, "val_loss", "val_<metric>"). Setting
+`model.stop_training = True` ends fit after the current epoch.
+"""
+import math
+
+import numpy as np
+
+
+class Callback:
+    """Base class; override any of the four hooks."""
+
+    model = None
+
+    def set_model(self, model):
+        self.model = model
+
+    def on_train_begin(self, logs=None):
+        pass
+
+    def on_epoch_begin(self, epoch, logs=None):
+        pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
+
+
+class History(Callback):
+    """Records each epoch's logs: `history` maps "loss", "val_loss" and each metric to a list
+    with one value per epoch; `epoch` lists the epoch indices."""
+
+    def __init__(self):
+        self.history = {}
+        self.epoch = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.append(epoch)
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(value)
+
+
+class EarlyStopping(Callback):
+    """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs.
+
+    Parameters
+    ----------
+    monitor : str, default "val_loss"
+    patience : int, default 0
+    min_delta : float, default 0
+    mode : {"auto", "min", "max"}, default "auto"
+        "auto" maximises names containing "acc" and minimises the rest.
+    restore_best_weights : bool, default False
+        At the end of training, put back the weights of the best epoch.
+    """
+
+    def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto",
+                 restore_best_weights=False):
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+        if int(patience) != patience or patience < 0:
+            raise ValueError(f"patience must be an int >= 0, got {patience!r}")
+        self.monitor = monitor
+        self.patience = int(patience)
+        self.min_delta = abs(float(min_delta))
+        self.maximize = mode == "max" or (mode == "auto" and "acc" in monitor)
+        self.restore_best_weights = restore_best_weights
+        self.stopped_epoch = None
+
+    def on_train_begin(self, logs=None):
+        self.best = -math.inf if self.maximize else math.inf
+        self.best_epoch = None
+        self.best_params = None
+        self.wait = 0
+        self.stopped_epoch = None
+
+    def _improved(self, value):
+        if self.maximize:
+            return value > self.best + self.min_delta
+        return value < self.best - self.min_delta
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = logs[self.monitor]
+        if self._improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                if self.best_params is None:
+                    self.best_params = np.empty_like(self.model.params)
+                np.copyto(self.best_params, self.model.params)
+            return
+        self.wait += 1
+        if self.wait >= self.patience:  # Keras: stop after `patience` epochs without gain
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.restore_best_weights and self.best_params is not None:
+            np.copyto(self.model.params, self.best_params)
+
+
+class LearningRateScheduler(Callback):
+    """Set the optimizer's base rate at the start of each epoch: lr = schedule(epoch, lr)
+    (Keras' signature)."""
+
+    def __init__(self, schedule, verbose=0):
+        if not callable(schedule):
+            raise TypeError(f"schedule must be callable (epoch, lr) -> lr, got {schedule!r}")
+        self.schedule = schedule
+        self.verbose = verbose
+
+    def on_epoch_begin(self, epoch, logs=None):
+        lr = float(self.schedule(epoch, self.model.optimizer.lr))
+        if not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"LearningRateScheduler returned lr={lr}; it must be finite and > 0")
+        self.model.optimizer.lr = lr
+        if self.verbose:
+            print(f"Epoch {epoch + 1}: learning rate {lr:.6g}")
+
+
+class ModelCheckpoint(Callback):
+    """Save the model (fastnn.io.save, atomic) at the end of each epoch.
+
+    Parameters
+    ----------
+    filepath : str
+        May hold format fields filled from the epoch (counted from 1) and the logs, e.g.
+        "ckpt-{epoch:03d}-{val_loss:.3f}.npz".
+    monitor : str, default "val_loss"
+        Read only when save_best_only.
+    save_best_only : bool, default False
+        Save only when `monitor` improves on every earlier epoch.
+    mode : {"auto", "min", "max"}, default "auto"
+    """
+
+    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+        self.filepath = str(filepath)
+        # fit checks `monitor` against its logs only when it will be read
+        self.monitor = monitor if save_best_only else None
+        self.save_best_only = bool(save_best_only)
+        self.maximize = mode == "max" or (mode == "auto" and "acc" in monitor)
+        self.best = None
+
+    def on_train_begin(self, logs=None):
+        self.best = -math.inf if self.maximize else math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.save_best_only:
+            value = logs[self.monitor]
+            if not (value > self.best if self.maximize else value < self.best):
+                return
+            self.best = value
+        from .io import save  # io imports models, which imports this module
+        save(self.model, self.filepath.format(epoch=epoch + 1, **logs))

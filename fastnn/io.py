@@ -1,0 +1,115 @@
+"""Checkpoints: a model's architecture, weights and optimizer state in one .npz file.
+
+Loading uses np.load(allow_pickle=False), so opening a file never runs code: the architecture
+and the compile settings are stored as a JSON string, everything else as plain arrays. Writes
+are atomic: the file is written beside the target, fsynced, then renamed over it, so a crash
+mid-save leaves the previous checkpoint intact.
+"""
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from . import losses, optim
+from .layers import Dense
+
+FORMAT = "fastnn-checkpoint"
+VERSION = 1
+
+
+def _schedule_config(schedule):
+    for name, cls in optim.SCHEDULES.items():
+        if type(schedule) is cls:
+            return {"name": name, "config": schedule.get_config()}
+    return None  # a user's callable cannot be stored without pickling; load falls back to constant
+
+
+def save(model, path):
+    """Write `model` to `path` (.npz) atomically.
+
+    Parameters
+    ----------
+    model : Sequential
+    path : str or os.PathLike
+    """
+    from .models import Sequential
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a fastnn.Sequential, got {type(model).__name__}")
+    model._require_built("save")
+    meta = {"model": model.get_config(), "input_dim": int(model.sizes[0]),
+            "rng_state": model.rng.bit_generator.state}
+    arrays = {"params": model.params}
+    if model.loss is not None:
+        opt = model.optimizer
+        meta["loss"] = {"name": model.loss.name, "config": model.loss.get_config()}
+        meta["metrics"] = model.metrics
+        meta["optimizer"] = {"name": opt.name, "config": opt.get_config(),
+                             "schedule": _schedule_config(opt.schedule)}
+        for key, value in opt.state().items():
+            if value is not None:
+                arrays["opt_" + key] = value
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".fastnn-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, format=np.array(FORMAT), version=np.array(VERSION, np.int64),
+                     meta=np.array(json.dumps(meta)), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load(path):
+    """Read a model written by `save`; compiled again when it was compiled.
+
+    Raises
+    ------
+    ValueError
+        When the file is truncated, not an .npz, or not a fastnn checkpoint of a known version.
+    """
+    from .models import Sequential
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise ValueError(f"{path!r} is not a readable fastnn checkpoint (truncated or not an "
+                         f".npz file): {e}") from e
+    if "format" not in data or str(data["format"]) != FORMAT:
+        raise ValueError(f"{path!r} is not a fastnn checkpoint")
+    version = int(data["version"])
+    if version != VERSION:
+        raise ValueError(f"{path!r} has checkpoint format version {version}; this fastnn reads "
+                         f"version {VERSION}")
+    try:
+        meta = json.loads(str(data["meta"]))
+        cfg = meta["model"]
+        model = Sequential([Dense(**layer) for layer in cfg["layers"]], seed=cfg["seed"],
+                           dtype=cfg["dtype"])
+        if not model.built:
+            model.build(meta["input_dim"])
+        if data["params"].shape != model.params.shape:
+            raise ValueError(f"params has shape {data['params'].shape}, the architecture needs "
+                             f"{model.params.shape}")
+        model.params[...] = data["params"]
+        model.rng.bit_generator.state = meta["rng_state"]
+        if "loss" in meta:
+            o = meta["optimizer"]
+            sched = o["schedule"]
+            schedule = None if sched is None else optim.SCHEDULES[sched["name"]](**sched["config"])
+            opt = optim.OPTIMIZERS[o["name"]](**o["config"], schedule=schedule)
+            loss = losses.LOSSES[meta["loss"]["name"]](**meta["loss"]["config"])
+            model.compile(optimizer=opt, loss=loss, metrics=meta["metrics"])
+            model._set_optimizer_state({k[4:]: v for k, v in data.items() if k.startswith("opt_")})
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path!r} is a damaged fastnn checkpoint: {e!r}") from e
+    return model

@@ -1,0 +1,163 @@
+"""Dense layers, their weight initializers and the L2 regularizer.
+
+A Dense layer owns no memory: Sequential allocates one flat parameter buffer for the whole
+model (kernels.layout.mlp_layout) and hands each layer views into it, `W` (fan_in, fan_out)
+and `b` (fan_out,). Optimizers then update every parameter in one kernel call.
+"""
+import numbers
+
+import numpy as np
+
+from .kernels import codes
+
+# The slope of leaky_relu for negative inputs. The kernels take one alpha per call and the
+# fused epoch one per model, so fastnn fixes it here (Keras' LeakyReLU default is 0.3,
+# PyTorch's and scikit-learn-style code's 0.01; we follow PyTorch).
+LEAKY_ALPHA = 0.01
+
+
+# --------------------------------------------------------------------------- initializers
+# Each takes (rng, fan_in, fan_out) and returns float64 weights of shape (fan_in, fan_out).
+
+def glorot_uniform(rng, fan_in, fan_out):
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, (fan_in, fan_out))
+
+
+def glorot_normal(rng, fan_in, fan_out):
+    return rng.normal(0.0, np.sqrt(2.0 / (fan_in + fan_out)), (fan_in, fan_out))
+
+
+def he_uniform(rng, fan_in, fan_out):
+    limit = np.sqrt(6.0 / fan_in)
+    return rng.uniform(-limit, limit, (fan_in, fan_out))
+
+
+def he_normal(rng, fan_in, fan_out):
+    return rng.normal(0.0, np.sqrt(2.0 / fan_in), (fan_in, fan_out))
+
+
+def lecun_normal(rng, fan_in, fan_out):
+    return rng.normal(0.0, np.sqrt(1.0 / fan_in), (fan_in, fan_out))
+
+
+def uniform(rng, fan_in, fan_out):
+    # Keras' RandomUniform default range
+    return rng.uniform(-0.05, 0.05, (fan_in, fan_out))
+
+
+def normal(rng, fan_in, fan_out):
+    # Keras' RandomNormal default scale
+    return rng.normal(0.0, 0.05, (fan_in, fan_out))
+
+
+def zeros(rng, fan_in, fan_out):
+    return np.zeros((fan_in, fan_out))
+
+
+INITIALIZERS = {f.__name__: f for f in (glorot_uniform, glorot_normal, he_uniform, he_normal,
+                                        lecun_normal, uniform, normal, zeros)}
+
+
+# --------------------------------------------------------------------------- regularizer
+
+class L2:
+    """L2 weight penalty λ Σ w² on a layer's kernel (not its bias); its gradient 2 λ w is
+    added to dW.
+
+    Parameters
+    ----------
+    l2 : float, default 0.01
+        The coefficient λ >= 0.
+    """
+
+    def __init__(self, l2=0.01):
+        if not isinstance(l2, numbers.Real) or not np.isfinite(l2) or l2 < 0:
+            raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
+        self.l2 = float(l2)
+
+    def __repr__(self):
+        return f"L2({self.l2})"
+
+
+def _regularizer(value):
+    if value is None or isinstance(value, L2):
+        return value
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return L2(value)  # a bare number means L2 with that λ
+    raise TypeError(f"kernel_regularizer must be None, a number or fastnn.layers.L2, got {value!r}")
+
+
+def _positive_int(value, name, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _lookup(table, value, what):
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, one of {sorted(table)}; got {value!r}")
+    key = value.lower()
+    if key not in table:
+        raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(sorted(table))}")
+    return key
+
+
+# --------------------------------------------------------------------------- Dense
+
+class Dense:
+    """A fully connected layer, out = activation(x @ W + b).
+
+    Parameters
+    ----------
+    units : int
+        Output width (fan_out).
+    activation : str or None, default None
+        One of kernels.codes.ACTIVATIONS (None means identity). The last layer of a model
+        should stay linear: losses take logits.
+    use_bias : bool, default True
+    kernel_initializer : str, default "glorot_uniform"
+        One of INITIALIZERS. Biases start at zero.
+    kernel_regularizer : None, float or L2, default None
+        L2 penalty λ Σ w² on W.
+    input_dim : int or None, default None
+        Input width; when None it is inferred from the data at the first fit.
+    """
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 kernel_regularizer=None, input_dim=None):
+        self.units = _positive_int(units, "units")
+        name = "identity" if activation is None else activation
+        self.activation = _lookup(codes.ACTIVATIONS, name, "activation")
+        self.act_code = codes.ACTIVATIONS[self.activation]
+        if not isinstance(use_bias, (bool, np.bool_)):
+            raise TypeError(f"use_bias must be a bool, got {use_bias!r}")
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = _lookup(INITIALIZERS, kernel_initializer, "kernel_initializer")
+        self.kernel_regularizer = _regularizer(kernel_regularizer)
+        self.input_dim = _positive_int(input_dim, "input_dim", allow_none=True)
+        self.W = None  # views into the model's flat buffer, set by Sequential.build
+        self.b = None
+
+    def initialize(self, rng):
+        """Fill W from the initializer (drawing from `rng`) and b with zeros, in place."""
+        fan_in, fan_out = self.W.shape
+        self.W[...] = INITIALIZERS[self.kernel_initializer](rng, fan_in, fan_out)
+        self.b[...] = 0
+
+    @property
+    def n_params(self):
+        return self.W.size + self.b.size if self.W is not None else None
+
+    def get_config(self):
+        reg = self.kernel_regularizer
+        return {"units": self.units, "activation": self.activation, "use_bias": self.use_bias,
+                "kernel_initializer": self.kernel_initializer,
+                "kernel_regularizer": None if reg is None else reg.l2, "input_dim": self.input_dim}
+
+    def __repr__(self):
+        return f"Dense({self.units}, activation={self.activation!r})"

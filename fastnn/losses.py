@@ -1,0 +1,212 @@
+"""Losses: each names a kernel in kernels.cpu and checks the targets it takes.
+
+Every loss takes logits (the last layer's linear output), never probabilities. A loss object
+does two things at the public boundary, once per call: `prepare` validates y and converts it to
+the array the kernel reads (int64 labels or (N, K) targets of the model's dtype), and returns
+the kernel to call per batch. The kernels write dz and return the batch-mean loss.
+"""
+import numbers
+
+import numpy as np
+
+from .kernels import codes, cpu
+
+
+def _numeric(y, name):
+    y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold numbers, got dtype {y.dtype}")
+    if y.size == 0:
+        raise ValueError(f"{name} is empty")
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return y
+
+
+def check_labels(y, n_outputs, name="y"):
+    """Integer class labels of shape (N,) in [0, n_outputs), as int64. The kernels index with
+    them unchecked, so this is the only guard against out-of-bounds reads."""
+    y = _numeric(y, name)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be integer class labels of shape (n_samples,), "
+                         f"got shape {y.shape}")
+    if y.dtype.kind == "f" and np.any(y != np.round(y)):
+        bad = y[y != np.round(y)][0]
+        raise ValueError(f"{name} must be integer class labels, got non-integer value {bad}")
+    lo, hi = y.min(), y.max()
+    if lo < 0:
+        raise ValueError(f"{name} contains negative label {lo:g}; labels must be in "
+                         f"[0, {n_outputs})")
+    if hi >= n_outputs:
+        raise ValueError(f"{name} contains label {hi:g} but the model has {n_outputs} outputs")
+    return np.ascontiguousarray(y, dtype=np.int64)
+
+
+def check_targets(y, n_outputs, dtype, name="y"):
+    """Real targets of shape (N, n_outputs) ((N,) is accepted for one output)."""
+    y = _numeric(y, name)
+    if y.ndim == 1 and n_outputs == 1:
+        y = y[:, None]
+    if y.ndim != 2 or y.shape[1] != n_outputs:
+        raise ValueError(f"{name} must have shape (n_samples, {n_outputs}) to match the model's "
+                         f"{n_outputs} outputs, got shape {y.shape}")
+    return np.ascontiguousarray(y, dtype=dtype)
+
+
+def _binary_targets(y, n_outputs, dtype, name, allowed):
+    t = check_targets(y, n_outputs, dtype, name)
+    if not np.all(np.isin(t, allowed)):
+        raise ValueError(f"{name} must hold binary targets in {list(allowed)}")
+    return t
+
+
+class Loss:
+    """Base class. Subclasses set `name` and implement `prepare`."""
+
+    name = None
+    fused_code = None  # the kernels.codes.LOSS_* code when sgd_epoch can train with it
+    probabilistic = None  # "softmax", "sigmoid" or None: what predict_proba applies
+
+    def prepare(self, y, n_outputs, dtype, name="y"):
+        """Validate y; return (y as the kernel reads it, kernel(dz, z, y, sample_weight))."""
+        raise NotImplementedError
+
+    def accuracy(self, z, y):
+        """Fraction of correct predictions from logits z, for the y that `prepare` returned."""
+        if y.ndim == 1:
+            return float(np.mean(np.argmax(z, axis=1) == y))
+        return float(np.mean((z > 0) == (y > 0)))  # one binary decision per output
+
+    def get_config(self):
+        return {}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class SoftmaxCrossEntropy(Loss):
+    """Cross-entropy of softmax(z) against integer labels, with optional label smoothing
+    (target (1 - eps) onehot + eps / K, as in PyTorch and Keras)."""
+
+    name = "softmax_cross_entropy"
+    probabilistic = "softmax"
+
+    def __init__(self, label_smoothing=0.0):
+        if not isinstance(label_smoothing, numbers.Real) or not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        self.label_smoothing = float(label_smoothing)
+        self.fused_code = codes.LOSS_SOFTMAX_CE if self.label_smoothing == 0 else None
+
+    def prepare(self, y, n_outputs, dtype, name="y"):
+        eps = self.label_smoothing
+
+        def kernel(dz, z, labels, sw):
+            return cpu.softmax_cross_entropy(dz, z, labels, sw, eps, True)
+        return check_labels(y, n_outputs, name), kernel
+
+    def get_config(self):
+        return {"label_smoothing": self.label_smoothing}
+
+
+class BinaryCrossEntropy(Loss):
+    """Logistic loss from logits, one sigmoid per output; targets in {0, 1}, -1 read as 0,
+    or probabilities in [0, 1]."""
+
+    name = "binary_cross_entropy"
+    fused_code = codes.LOSS_BCE
+    probabilistic = "sigmoid"
+
+    def prepare(self, y, n_outputs, dtype, name="y"):
+        t = check_targets(y, n_outputs, dtype, name)
+        if not np.all(((t >= 0) & (t <= 1)) | (t == -1)):
+            raise ValueError(f"{name} must hold targets in [0, 1] (or -1 for the negative class)")
+
+        def kernel(dz, z, y, sw):
+            return cpu.binary_cross_entropy(dz, z, y, sw, True)
+        return t, kernel
+
+
+class MSE(Loss):
+    """Squared error 1/2 ||z - y||^2 per sample (seed 004's convention), averaged over samples."""
+
+    name = "mse"
+    fused_code = codes.LOSS_MSE
+
+    def prepare(self, y, n_outputs, dtype, name="y"):
+        def kernel(dz, z, y, sw):
+            return cpu.mse(dz, z, y, sw, True)
+        return check_targets(y, n_outputs, dtype, name), kernel
+
+    def accuracy(self, z, y):
+        raise ValueError("metric 'accuracy' needs a classification loss, not mse")
+
+
+class Hinge(Loss):
+    """Binary hinge max(0, 1 - y z) per output with y in {-1, 0, +1} (0 is the negative class);
+    Weston-Watkins multiclass hinge when y is integer labels and the model has > 1 output."""
+
+    name = "hinge"
+
+    def prepare(self, y, n_outputs, dtype, name="y"):
+        if n_outputs > 1 and np.ndim(y) == 1:
+            def kernel(dz, z, labels, sw):
+                return cpu.multiclass_hinge(dz, z, labels, sw, True)
+            return check_labels(y, n_outputs, name), kernel
+
+        def kernel(dz, z, y, sw):
+            return cpu.hinge(dz, z, y, sw, True)
+        return _binary_targets(y, n_outputs, dtype, name, (-1, 0, 1)), kernel
+
+
+class Perceptron(Loss):
+    """Perceptron loss max(0, -y z) per output with y in {-1, 0, +1}; multiclass
+    max_j z_j - z_y when y is integer labels and the model has > 1 output."""
+
+    name = "perceptron"
+
+    def prepare(self, y, n_outputs, dtype, name="y"):
+        if n_outputs > 1 and np.ndim(y) == 1:
+            def kernel(dz, z, labels, sw):
+                return cpu.multiclass_perceptron(dz, z, labels, sw, True)
+            return check_labels(y, n_outputs, name), kernel
+
+        def kernel(dz, z, y, sw):
+            return cpu.perceptron(dz, z, y, sw, True)
+        return _binary_targets(y, n_outputs, dtype, name, (-1, 0, 1)), kernel
+
+
+class KLDivergence(Loss):
+    """KL(target || softmax(z)) against target distributions of shape (N, K)."""
+
+    name = "kl_divergence"
+    probabilistic = "softmax"
+
+    def prepare(self, y, n_outputs, dtype, name="y"):
+        t = check_targets(y, n_outputs, dtype, name)
+        if np.any(t < 0):
+            raise ValueError(f"{name} must hold distributions: it has negative entries")
+
+        def kernel(dz, z, y, sw):
+            return cpu.kl_divergence(dz, z, y, sw, True)
+        return t, kernel
+
+    def accuracy(self, z, y):
+        return float(np.mean(np.argmax(z, axis=1) == np.argmax(y, axis=1)))
+
+
+LOSSES = {cls.name: cls for cls in (SoftmaxCrossEntropy, BinaryCrossEntropy, MSE, Hinge,
+                                     Perceptron, KLDivergence)}
+
+
+def get(loss):
+    """A Loss from a name in LOSSES or a Loss instance."""
+    if isinstance(loss, Loss):
+        return loss
+    if not isinstance(loss, str):
+        raise TypeError(f"loss must be a str or a fastnn.losses.Loss, got {loss!r}")
+    if loss.lower() not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(sorted(LOSSES))}")
+    return LOSSES[loss.lower()]()

@@ -1,0 +1,239 @@
+"""Optimizers over the one flat parameter buffer, and learning-rate schedules.
+
+Each optimizer's `step` is one kernel call (kernels.cpu.sgd_update or adam_update) over all P
+parameters; its state (velocity, moments) is flat too, allocated once in `build`.
+
+Schedules are evaluated once per epoch: lr_e = schedule(lr, epoch), epoch counted from 0. The
+fused per-sample epoch takes one learning rate per call, so a per-epoch schedule is the one
+every fit path can honour exactly.
+"""
+import math
+import numbers
+
+import numpy as np
+
+from .kernels import cpu
+
+
+def _number(value, name, low=0.0, high=math.inf, low_open=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite number, got {value!r}")
+    if value < low or value > high or (low_open and value == low):
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {value!r}")
+    return float(value)
+
+
+# --------------------------------------------------------------------------- schedules
+
+class Constant:
+    """lr_e = lr."""
+
+    def __call__(self, lr, epoch):
+        return lr
+
+    def get_config(self):
+        return {}
+
+
+class InverseScaling:
+    """lr_e = lr / (epoch + 1) ** power (scikit-learn's "invscaling", per epoch)."""
+
+    def __init__(self, power=0.5):
+        self.power = _number(power, "power")
+
+    def __call__(self, lr, epoch):
+        return lr / (epoch + 1) ** self.power
+
+    def get_config(self):
+        return {"power": self.power}
+
+
+class StepDecay:
+    """lr_e = lr * drop ** floor(epoch / every)."""
+
+    def __init__(self, drop=0.5, every=10):
+        self.drop = _number(drop, "drop", 0.0, 1.0, low_open=True)
+        if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
+            raise ValueError(f"every must be a positive int, got {every!r}")
+        self.every = int(every)
+
+    def __call__(self, lr, epoch):
+        return lr * self.drop ** (epoch // self.every)
+
+    def get_config(self):
+        return {"drop": self.drop, "every": self.every}
+
+
+class Cosine:
+    """lr_e = min_lr + (lr - min_lr) (1 + cos(pi min(epoch, epochs) / epochs)) / 2."""
+
+    def __init__(self, epochs, min_lr=0.0):
+        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
+            raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+        self.epochs = int(epochs)
+        self.min_lr = _number(min_lr, "min_lr")
+
+    def __call__(self, lr, epoch):
+        frac = min(epoch, self.epochs) / self.epochs
+        return self.min_lr + (lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+    def get_config(self):
+        return {"epochs": self.epochs, "min_lr": self.min_lr}
+
+
+SCHEDULES = {"constant": Constant, "invscaling": InverseScaling, "step": StepDecay,
+             "cosine": Cosine}
+
+
+def _schedule(value):
+    if value is None:
+        return Constant()
+    if isinstance(value, str):
+        if value not in SCHEDULES or value == "cosine":  # cosine needs its horizon
+            raise ValueError(f"unknown schedule {value!r}; valid names: constant, invscaling, "
+                             "step (or pass a Cosine(epochs) object)")
+        return SCHEDULES[value]()
+    if not callable(value):
+        raise TypeError("schedule must be None, a name or a callable (lr, epoch) -> lr, "
+                        f"got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- optimizers
+
+class Optimizer:
+    """Base class: `lr` is the base rate, `schedule(lr, epoch)` the rate used in an epoch."""
+
+    name = None
+
+    def __init__(self, lr, schedule):
+        self.lr = _number(lr, "lr", low_open=True)
+        self.schedule = _schedule(schedule)
+
+    def lr_at(self, epoch):
+        return float(self.schedule(self.lr, epoch))
+
+    def build(self, n_params, dtype):
+        """Allocate the flat state for P parameters (resets it)."""
+        raise NotImplementedError
+
+    def step(self, params, grads, lr):
+        raise NotImplementedError
+
+    def state(self):
+        """Name -> state array (the live arrays, not copies)."""
+        return {}
+
+    def get_config(self):
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, PyTorch's formulation (weight decay on the whole buffer):
+    g = grad + wd p; v = momentum v + g; p -= lr (g + momentum v if nesterov else v).
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+    momentum : float in [0, 1), default 0
+    nesterov : bool, default False
+    weight_decay : float >= 0, default 0
+    schedule : None, str or callable (lr, epoch) -> lr, default None (constant)
+    """
+
+    name = "sgd"
+
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, schedule=None):
+        super().__init__(lr, schedule)
+        self.momentum = _number(momentum, "momentum", 0.0, 1.0)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        self.weight_decay = _number(weight_decay, "weight_decay")
+        self.velocity = None
+
+    def build(self, n_params, dtype):
+        # with momentum 0 the kernel never reads the velocity, so it stays empty
+        self.velocity = np.zeros(n_params if self.momentum else 0, dtype)
+
+    def step(self, params, grads, lr):
+        cpu.sgd_update(params, grads, self.velocity, lr, self.momentum, self.nesterov,
+                       self.weight_decay)
+
+    def state(self):
+        return {"velocity": self.velocity}
+
+    def get_config(self):
+        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay}
+
+
+class Adam(Optimizer):
+    """Adam (PyTorch's formulation; weight_decay is L2 added to the gradient).
+
+    Parameters
+    ----------
+    lr : float, default 0.001
+    beta1, beta2 : float in [0, 1), defaults 0.9, 0.999
+    eps : float, default 1e-8
+    weight_decay : float >= 0, default 0
+    schedule : None, str or callable (lr, epoch) -> lr
+    """
+
+    name = "adam"
+    decoupled = False
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                 schedule=None):
+        super().__init__(lr, schedule)
+        self.beta1 = _number(beta1, "beta1", 0.0, 1.0)
+        self.beta2 = _number(beta2, "beta2", 0.0, 1.0)
+        if self.beta1 == 1.0 or self.beta2 == 1.0:
+            raise ValueError("beta1 and beta2 must be < 1")
+        self.eps = _number(eps, "eps", low_open=True)
+        self.weight_decay = _number(weight_decay, "weight_decay")
+        self.m = self.v = None
+        self.t = 0  # steps taken, for the bias corrections
+
+    def build(self, n_params, dtype):
+        self.m = np.zeros(n_params, dtype)
+        self.v = np.zeros(n_params, dtype)
+        self.t = 0
+
+    def step(self, params, grads, lr):
+        self.t += 1
+        cpu.adam_update(params, grads, self.m, self.v, lr, self.beta1, self.beta2, self.eps,
+                        self.weight_decay, self.decoupled, self.t)
+
+    def state(self):
+        return {"m": self.m, "v": self.v, "t": np.array(self.t, np.int64)}
+
+    def get_config(self):
+        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: p *= 1 - lr wd before the Adam step."""
+
+    name = "adamw"
+    decoupled = True
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
+                 schedule=None):
+        super().__init__(lr, beta1, beta2, eps, weight_decay, schedule)
+
+
+OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam, AdamW)}
+
+
+def get(optimizer):
+    """An Optimizer from a name in OPTIMIZERS (default hyperparameters) or an instance."""
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if not isinstance(optimizer, str):
+        raise TypeError(f"optimizer must be a str or a fastnn.optim.Optimizer, got {optimizer!r}")
+    if optimizer.lower() not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(sorted(OPTIMIZERS))}")
+    return OPTIMIZERS[optimizer.lower()]()

@@ -1,0 +1,761 @@
+"""CUDA kernels: @cuda.jit twins of kernels.cpu, same names, same arguments, same order.
+
+Each public name is a host function that takes numba.cuda device arrays (host arrays also work,
+at the cost of a copy each way), computes the launch grid from the shapes and launches one or
+more kernels, so `cuda.affine_act_forward(out, pre, x, w, b, act, alpha)` reads exactly like
+the CPU call. kernels.reference documents the math; the docstrings below say how it is done.
+
+Shape legend
+  N = batch rows, I = fan-in, O = fan-out, K = classes / outputs, P = parameters
+
+Habits that matter here:
+  * float32 stays float32: every kernel is built twice by `_build(dtype)`, and its constants
+    (ZERO, ONE, ...) are NumPy scalars of that dtype captured by the closure, which Numba
+    freezes as typed constants. A bare literal such as `0.0` would be a float64 and promote the
+    whole expression; tests/kernels/test_cuda_ptx.py asserts the float32 PTX has no f64 in it.
+  * shared arrays have compile-time shapes (TILE, ROWS, WARP are module constants);
+  * device functions are inline="always": a non-inlined one fails to compile without a GPU;
+  * losses accumulate in the array dtype (the CPU kernels use float64), reduce per row in
+    shared memory, write per-row losses to a scratch array and reduce those in one block into a
+    1-element device array; only that scalar is copied back. `<loss>_on_device(loss, ...)`
+    skips the copy for callers that keep the whole fit on the GPU;
+  * reductions use shared memory and syncthreads, not warp shuffles, so the same code runs in
+    Numba's CUDA simulator (which has no shfl_*), the CI target when there is no GPU.
+"""
+import math
+
+import numba
+import numpy as np
+from numba import cuda
+
+from .codes import IDENTITY, LEAKY_RELU, RELU, SIGMOID, SIGN, SOFTPLUS, TANH
+
+TILE = 16  # GEMM tile: (TILE, TILE) threads per block, one output element each
+TILE_PAD = TILE + 1  # a padded row: a column read of a (TILE, TILE_PAD) tile has no bank conflicts
+WARP = 32  # lanes per row in the row-wise kernels (losses, softmax)
+ROWS = 4  # rows per block in the row-wise kernels: blocks of (WARP, ROWS) threads
+BLOCK = 256  # threads per block in the elementwise kernels
+REDUCE = 128  # threads in the one block that sums the per-row losses
+
+# pointwise losses share one row kernel, switched by these local codes
+_BCE, _MSE, _HINGE, _PERCEPTRON = 0, 1, 2, 3
+
+
+# --------------------------------------------------------------------------- device functions
+# dtype-generic: constants come in as arguments of the caller's dtype
+
+@cuda.jit(device=True, inline="always")
+def _sigmoid(v, one):
+    # exp(-|v|) never overflows; select the branch that is exact for v's sign
+    e = math.exp(-abs(v))
+    s = one / (one + e)
+    return s if v >= 0 else e * s
+
+
+@cuda.jit(device=True, inline="always")
+def _act(v, act, alpha, zero, one):
+    if act == IDENTITY:
+        return v
+    # NaN passes through (v <= 0 is False for NaN): a diverging fit must show NaN
+    if act == RELU:
+        return zero if v <= zero else v
+    if act == LEAKY_RELU:
+        return alpha * v if v <= zero else v
+    if act == SIGMOID:
+        return _sigmoid(v, one)
+    if act == TANH:
+        return math.tanh(v)
+    if act == SOFTPLUS:
+        return max(v, zero) + math.log1p(math.exp(-abs(v)))
+    if act == SIGN:
+        return one if v > zero else (-one if v < zero else v * zero)  # NaN stays NaN
+    return one if v > zero else zero  # STEP
+
+
+@cuda.jit(device=True, inline="always")
+def _dact(pre, out, act, alpha, zero, one):
+    """h'(pre); sigmoid and tanh read it from out = h(pre)."""
+    if act == IDENTITY:
+        return one
+    if act == RELU:
+        return one if pre > zero else zero  # ReLU'(0) = 0
+    if act == LEAKY_RELU:
+        return one if pre > zero else alpha
+    if act == SIGMOID:
+        return out * (one - out)
+    if act == TANH:
+        return one - out * out
+    if act == SOFTPLUS:
+        return _sigmoid(pre, one)
+    return zero  # SIGN, STEP: flat almost everywhere
+
+
+@cuda.jit(device=True, inline="always")
+def _row_sum(buf, ty, lane, v):
+    """Sum of v over the WARP lanes of row slot ty, returned to every lane. Every thread of
+    the block must call it (it synchronises the block)."""
+    buf[ty, lane] = v
+    cuda.syncthreads()
+    s = WARP // 2
+    while s > 0:
+        if lane < s:
+            buf[ty, lane] += buf[ty, lane + s]
+        cuda.syncthreads()
+        s //= 2
+    r = buf[ty, 0]
+    cuda.syncthreads()  # buf is reused by the next reduction
+    return r
+
+
+@cuda.jit(device=True, inline="always")
+def _row_max(buf, ty, lane, v):
+    """Max of v over the lanes of row slot ty; NaN lanes are skipped, as `if v > m` does."""
+    buf[ty, lane] = v
+    cuda.syncthreads()
+    s = WARP // 2
+    while s > 0:
+        if lane < s:
+            other = buf[ty, lane + s]
+            if other > buf[ty, lane]:
+                buf[ty, lane] = other
+        cuda.syncthreads()
+        s //= 2
+    r = buf[ty, 0]
+    cuda.syncthreads()
+    return r
+
+
+@cuda.jit(device=True, inline="always")
+def _log_or_zero(s, k_end):
+    """log(s) for a row with entries; rows past N (k_end = 0) skip the log of their empty sum,
+    which is harmless (-inf) on a GPU but raises in the simulator's Python math.log."""
+    return math.log(s) if k_end > 0 else s
+
+
+# --------------------------------------------------------------------------- kernel factory
+
+def _build(dtype):
+    """Every kernel for one dtype; returns (namespace of dispatchers, PTX build list)."""
+    nb = numba.from_dtype(np.dtype(dtype))
+    ZERO, ONE, HALF = dtype(0), dtype(1), dtype(0.5)
+    NEG_INF = dtype(-np.inf)
+    A1 = numba.types.Array(nb, 1, "C")
+    A2 = numba.types.Array(nb, 2, "C")
+    L1 = numba.types.Array(numba.int64, 1, "C")
+    INT, BOOL = numba.int64, numba.boolean
+    builds = []  # (name, python function, argument types) for the PTX check
+
+    def kernel(*argtypes):
+        def deco(fn):
+            builds.append((fn.__name__, fn, argtypes))
+            return cuda.jit(fn)
+        return deco
+
+    # ----------------------------------------------------------------- activations
+
+    @kernel(A2, A2, INT, nb)
+    def activation_forward(out, pre, act, alpha):
+        i = cuda.grid(1)
+        o = pre.shape[1]
+        if i < pre.shape[0] * o:
+            r, c = i // o, i % o
+            out[r, c] = _act(pre[r, c], act, alpha, ZERO, ONE)
+
+    @kernel(A2, A2, A2, A2, INT, nb)
+    def activation_backward(dpre, dout, pre, out, act, alpha):
+        i = cuda.grid(1)
+        o = pre.shape[1]
+        if i < pre.shape[0] * o:
+            r, c = i // o, i % o
+            dpre[r, c] += dout[r, c] * _dact(pre[r, c], out[r, c], act, alpha, ZERO, ONE)
+
+    @kernel(A2, A2, A2, A2, INT, nb)
+    def delta(dpre, dout, pre, out, act, alpha):
+        """dpre = dout * h'(pre), written: the first layer's backward, where dx is skipped."""
+        i = cuda.grid(1)
+        o = pre.shape[1]
+        if i < pre.shape[0] * o:
+            r, c = i // o, i % o
+            dpre[r, c] = dout[r, c] * _dact(pre[r, c], out[r, c], act, alpha, ZERO, ONE)
+
+    # ----------------------------------------------------------------- dense layer
+
+    @kernel(A2, A2, A2, A2, A1, INT, nb)
+    def affine_act_forward(out, pre, x, w, b, act, alpha):
+        """One (TILE, TILE) block of pre = x @ w per thread block, x and w staged through
+        shared memory a (TILE, TILE) slab at a time; bias and h applied in registers."""
+        xs = cuda.shared.array((TILE, TILE), nb)
+        ws = cuda.shared.array((TILE, TILE), nb)
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        row = cuda.blockIdx.y * TILE + ty
+        col = cuda.blockIdx.x * TILE + tx
+        n, k = x.shape
+        o = w.shape[1]
+        acc = ZERO
+        for t0 in range(0, k, TILE):
+            xs[ty, tx] = x[row, t0 + tx] if row < n and t0 + tx < k else ZERO
+            ws[ty, tx] = w[t0 + ty, col] if t0 + ty < k and col < o else ZERO
+            cuda.syncthreads()
+            for kk in range(TILE):
+                acc += xs[ty, kk] * ws[kk, tx]
+            cuda.syncthreads()
+        if row < n and col < o:
+            if b.shape[0] > 0:
+                acc += b[col]
+            pre[row, col] = acc
+            out[row, col] = _act(acc, act, alpha, ZERO, ONE)
+
+    @kernel(A2, A2, A2, A2, A2, A2, INT, nb)
+    def affine_act_backward(dx, dpre, dout, pre, out, w, act, alpha):
+        """dx = dpre @ w.T, with dpre = dout * h'(pre) formed as its tile is loaded; the blocks
+        of the first I-tile column also store dpre, so the delta costs no launch of its own.
+        w's tile is read along O (coalesced) into a padded array (no bank conflicts on the
+        transposed read)."""
+        ds = cuda.shared.array((TILE, TILE), nb)
+        ws = cuda.shared.array((TILE, TILE_PAD), nb)
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        row = cuda.blockIdx.y * TILE + ty  # batch row
+        col = cuda.blockIdx.x * TILE + tx  # input unit i
+        n, o = pre.shape
+        fan_in = w.shape[0]
+        wrow = cuda.blockIdx.x * TILE + ty
+        acc = ZERO
+        for t0 in range(0, o, TILE):
+            c = t0 + tx
+            d = ZERO
+            if row < n and c < o:
+                d = dout[row, c] * _dact(pre[row, c], out[row, c], act, alpha, ZERO, ONE)
+                if cuda.blockIdx.x == 0:
+                    dpre[row, c] = d
+            ds[ty, tx] = d
+            ws[ty, tx] = w[wrow, c] if wrow < fan_in and c < o else ZERO
+            cuda.syncthreads()
+            for kk in range(TILE):
+                acc += ds[ty, kk] * ws[tx, kk]
+            cuda.syncthreads()
+        if row < n and col < fan_in:
+            dx[row, col] = acc
+
+    @kernel(A2, A1, A2, A2)
+    def weight_grad(dw, db, x, dpre):
+        """dw += x.T @ dpre, one (TILE, TILE) block of dw per thread block, summing over the
+        batch a TILE-row slab at a time. The blocks of the first I-tile row also sum their
+        dpre slabs' columns into db, so the bias gradient costs no launch of its own."""
+        xs = cuda.shared.array((TILE, TILE), nb)
+        ds = cuda.shared.array((TILE, TILE), nb)
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        i = cuda.blockIdx.y * TILE + ty
+        j = cuda.blockIdx.x * TILE + tx
+        i_load = cuda.blockIdx.y * TILE + tx
+        n, fan_in = x.shape
+        o = dpre.shape[1]
+        with_db = db.shape[0] > 0 and cuda.blockIdx.y == 0 and ty == 0
+        acc = ZERO
+        bacc = ZERO
+        for t0 in range(0, n, TILE):
+            r = t0 + ty
+            xs[ty, tx] = x[r, i_load] if r < n and i_load < fan_in else ZERO
+            ds[ty, tx] = dpre[r, j] if r < n and j < o else ZERO
+            cuda.syncthreads()
+            for kk in range(TILE):
+                acc += xs[kk, ty] * ds[kk, tx]
+            if with_db:
+                for kk in range(TILE):
+                    bacc += ds[kk, tx]
+            cuda.syncthreads()
+        if i < fan_in and j < o:
+            dw[i, j] += acc
+        if with_db and j < o:
+            db[j] += bacc
+
+    # ----------------------------------------------------------------- row-wise: softmax, losses
+    # blocks of (WARP, ROWS) threads: lane = threadIdx.x walks the row's K entries, ty picks
+    # the row. Rows past N still take part in the block reductions, with no entries.
+
+    @kernel(A2, A2)
+    def softmax(out, z):
+        buf = cuda.shared.array((ROWS, WARP), nb)
+        lane, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        row = cuda.blockIdx.x * ROWS + ty
+        k_end = z.shape[1] if row < z.shape[0] else 0
+        m = NEG_INF
+        for k in range(lane, k_end, WARP):
+            if z[row, k] > m:
+                m = z[row, k]
+        m = _row_max(buf, ty, lane, m)
+        s = ZERO
+        for k in range(lane, k_end, WARP):
+            s += math.exp(z[row, k] - m)
+        log_s = _log_or_zero(_row_sum(buf, ty, lane, s), k_end)
+        for k in range(lane, k_end, WARP):
+            out[row, k] = math.exp((z[row, k] - m) - log_s)
+
+    @kernel(A2, A1, A2, L1, A1, nb, nb, BOOL)
+    def softmax_cross_entropy(dz, per, z, labels, sample_weight, off, on, mean):
+        """Integer labels; the smoothed target (on at the label, off elsewhere) formed on the
+        fly. per[row] = the row's weighted loss."""
+        buf = cuda.shared.array((ROWS, WARP), nb)
+        lane, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        n_rows = z.shape[0]
+        row = cuda.blockIdx.x * ROWS + ty
+        valid = row < n_rows
+        k_end = z.shape[1] if valid else 0
+        m = NEG_INF
+        for k in range(lane, k_end, WARP):
+            if z[row, k] > m:
+                m = z[row, k]
+        m = _row_max(buf, ty, lane, m)
+        s = ZERO
+        for k in range(lane, k_end, WARP):
+            s += math.exp(z[row, k] - m)
+        log_s = _log_or_zero(_row_sum(buf, ty, lane, s), k_end)
+        scale = ONE
+        y = 0
+        if valid:
+            y = labels[row]
+            if sample_weight.shape[0] > 0:
+                scale = sample_weight[row]
+            if mean:
+                scale = scale / nb(n_rows)
+        loss = ZERO
+        for k in range(lane, k_end, WARP):
+            logp = (z[row, k] - m) - log_s
+            t = on if k == y else off
+            if t != ZERO:
+                loss -= t * logp
+            dz[row, k] = (math.exp(logp) - t) * scale
+        loss = _row_sum(buf, ty, lane, loss)
+        if valid and lane == 0:
+            per[row] = loss * scale
+
+    @kernel(A2, A1, A2, A2, A1, BOOL, BOOL)
+    def soft_target_loss(dz, per, z, target, sample_weight, mean, with_entropy):
+        """Cross-entropy against target rows (KL divergence when with_entropy);
+        dz = p * sum(t) - t."""
+        buf = cuda.shared.array((ROWS, WARP), nb)
+        lane, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        n_rows = z.shape[0]
+        row = cuda.blockIdx.x * ROWS + ty
+        valid = row < n_rows
+        k_end = z.shape[1] if valid else 0
+        m = NEG_INF
+        tsum = ZERO
+        for k in range(lane, k_end, WARP):
+            tsum += target[row, k]
+            if z[row, k] > m:
+                m = z[row, k]
+        m = _row_max(buf, ty, lane, m)
+        tsum = _row_sum(buf, ty, lane, tsum)
+        s = ZERO
+        for k in range(lane, k_end, WARP):
+            s += math.exp(z[row, k] - m)
+        log_s = _log_or_zero(_row_sum(buf, ty, lane, s), k_end)
+        scale = ONE
+        if valid:
+            if sample_weight.shape[0] > 0:
+                scale = sample_weight[row]
+            if mean:
+                scale = scale / nb(n_rows)
+        loss = ZERO
+        for k in range(lane, k_end, WARP):
+            t = target[row, k]
+            logp = (z[row, k] - m) - log_s
+            if t != ZERO:
+                loss -= t * logp
+                if with_entropy:
+                    loss += t * math.log(t)  # 0 log 0 = 0: skipped with t == 0
+            dz[row, k] = (math.exp(logp) * tsum - t) * scale
+        loss = _row_sum(buf, ty, lane, loss)
+        if valid and lane == 0:
+            per[row] = loss * scale
+
+    @kernel(A2, A1, A2, A2, A1, BOOL, INT)
+    def pointwise_loss(dz, per, z, y, sample_weight, mean, kind):
+        """Losses that are a sum over independent outputs: logistic, squared error, hinge,
+        perceptron (local codes _BCE, _MSE, _HINGE, _PERCEPTRON)."""
+        buf = cuda.shared.array((ROWS, WARP), nb)
+        lane, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        n_rows = z.shape[0]
+        row = cuda.blockIdx.x * ROWS + ty
+        valid = row < n_rows
+        k_end = z.shape[1] if valid else 0
+        scale = ONE
+        if valid:
+            if sample_weight.shape[0] > 0:
+                scale = sample_weight[row]
+            if mean:
+                scale = scale / nb(n_rows)
+        loss = ZERO
+        for k in range(lane, k_end, WARP):
+            v = z[row, k]
+            t = y[row, k]
+            g = ZERO
+            if kind == _BCE:
+                if t < ZERO:
+                    t = ZERO
+                loss += max(v, ZERO) - v * t + math.log1p(math.exp(-abs(v)))
+                g = _sigmoid(v, ONE) - t
+            elif kind == _MSE:
+                r = v - t
+                loss += HALF * r * r
+                g = r
+            else:
+                sgn = ONE if t > ZERO else -ONE
+                if kind == _HINGE:
+                    margin = ONE - sgn * v
+                    if margin > ZERO:
+                        loss += margin
+                        g = -sgn
+                else:  # _PERCEPTRON: a mistake at y z <= 0, so a zero start moves
+                    yz = sgn * v
+                    if yz <= ZERO:
+                        loss -= yz
+                        g = -sgn
+            dz[row, k] = g * scale
+        loss = _row_sum(buf, ty, lane, loss)
+        if valid and lane == 0:
+            per[row] = loss * scale
+
+    @kernel(A2, A1, A2, L1, A1, BOOL)
+    def multiclass_hinge(dz, per, z, labels, sample_weight, mean):
+        """Weston-Watkins; the label's entry, -(number of violators), is written by lane 0
+        after the count is reduced."""
+        buf = cuda.shared.array((ROWS, WARP), nb)
+        lane, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        n_rows = z.shape[0]
+        row = cuda.blockIdx.x * ROWS + ty
+        valid = row < n_rows
+        k_end = z.shape[1] if valid else 0
+        scale = ONE
+        y = 0
+        zy = ZERO
+        if valid:
+            y = labels[row]
+            zy = z[row, y]
+            if sample_weight.shape[0] > 0:
+                scale = sample_weight[row]
+            if mean:
+                scale = scale / nb(n_rows)
+        loss = ZERO
+        violators = ZERO
+        for k in range(lane, k_end, WARP):
+            margin = ONE + z[row, k] - zy
+            if k != y and margin > ZERO:
+                loss += margin
+                violators += ONE
+                dz[row, k] = scale
+            else:
+                dz[row, k] = ZERO
+        loss = _row_sum(buf, ty, lane, loss)
+        violators = _row_sum(buf, ty, lane, violators)  # its syncthreads orders the dz writes
+        if valid and lane == 0:
+            dz[row, y] = -violators * scale
+            per[row] = loss * scale
+
+    @kernel(A2, A1, A2, L1, A1, BOOL)
+    def multiclass_perceptron(dz, per, z, labels, sample_weight, mean):
+        """max_j z_j - z_y; the first argmax, found lane-wise then across lanes (ties to the
+        lower index); on a mistake lane 0 writes +1 at the argmax and -1 at y."""
+        vbuf = cuda.shared.array((ROWS, WARP), nb)
+        ibuf = cuda.shared.array((ROWS, WARP), numba.int64)
+        lane, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        n_rows = z.shape[0]
+        row = cuda.blockIdx.x * ROWS + ty
+        valid = row < n_rows
+        k_end = z.shape[1] if valid else 0
+        best = NEG_INF
+        arg = -1
+        for k in range(lane, k_end, WARP):
+            if arg < 0 or z[row, k] > best:
+                best = z[row, k]
+                arg = k
+            dz[row, k] = ZERO
+        vbuf[ty, lane] = best
+        ibuf[ty, lane] = arg
+        cuda.syncthreads()
+        s = WARP // 2
+        while s > 0:
+            if lane < s:
+                i2 = ibuf[ty, lane + s]
+                i1 = ibuf[ty, lane]
+                v2 = vbuf[ty, lane + s]
+                if i2 >= 0 and (i1 < 0 or v2 > vbuf[ty, lane] or (v2 == vbuf[ty, lane] and i2 < i1)):
+                    vbuf[ty, lane] = v2
+                    ibuf[ty, lane] = i2
+            cuda.syncthreads()
+            s //= 2
+        if valid and lane == 0:
+            pred = ibuf[ty, 0]
+            y = labels[row]
+            scale = ONE
+            if sample_weight.shape[0] > 0:
+                scale = sample_weight[row]
+            if mean:
+                scale = scale / nb(n_rows)
+            if pred != y:
+                dz[row, pred] = scale
+                dz[row, y] = -scale
+            per[row] = (z[row, pred] - z[row, y]) * scale
+
+    @kernel(A1, A1)
+    def sum_into(total, per):
+        """total[0] = sum(per), one block of REDUCE threads, in a fixed order (deterministic)."""
+        buf = cuda.shared.array(REDUCE, nb)
+        t = cuda.threadIdx.x
+        acc = ZERO
+        for i in range(t, per.shape[0], REDUCE):
+            acc += per[i]
+        buf[t] = acc
+        cuda.syncthreads()
+        s = REDUCE // 2
+        while s > 0:
+            if t < s:
+                buf[t] += buf[t + s]
+            cuda.syncthreads()
+            s //= 2
+        if t == 0:
+            total[0] = buf[0]
+
+    # ----------------------------------------------------------------- optimizers
+
+    @kernel(A1, A1, A1, nb, nb, BOOL, nb)
+    def sgd_update(params, grads, velocity, lr, momentum, nesterov, weight_decay):
+        i = cuda.grid(1)
+        if i < params.shape[0]:
+            g = grads[i] + weight_decay * params[i]
+            if momentum != ZERO:
+                v = momentum * velocity[i] + g
+                velocity[i] = v
+                g = g + momentum * v if nesterov else v
+            params[i] -= lr * g
+
+    @kernel(A1, A1, A1, A1, nb, nb, nb, nb, nb, nb, nb, nb, nb, BOOL)
+    def adam_update(params, grads, m, v, step_size, inv_sqrt_bc2, b1, b2, c1, c2, eps, wd,
+                    decay, decoupled):
+        """The bias corrections come folded into step_size = lr / (1 - b1^t) and
+        inv_sqrt_bc2 = 1 / sqrt(1 - b2^t), computed once on the host."""
+        i = cuda.grid(1)
+        if i < params.shape[0]:
+            p = params[i]
+            g = grads[i]
+            if decoupled:
+                p = p * decay
+            else:
+                g = g + wd * p
+            mi = b1 * m[i] + c1 * g
+            vi = b2 * v[i] + c2 * g * g
+            m[i] = mi
+            v[i] = vi
+            params[i] = p - step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps)
+
+    return dict(locals()), builds
+
+
+# --------------------------------------------------------------------------- host side
+
+_KERNELS = {}
+# (kernel name, dtype name, python function, argument types): what the PTX check compiles
+PTX_BUILDS = []
+for _dtype in (np.float32, np.float64):
+    _ks, _builds = _build(_dtype)
+    _KERNELS[np.dtype(_dtype)] = _ks
+    PTX_BUILDS += [(name, np.dtype(_dtype).name, fn, sig) for name, fn, sig in _builds]
+
+
+def _kernel(arr, name):
+    return _KERNELS[np.dtype(arr.dtype)][name]
+
+
+def _blocks(n, per):
+    return (n + per - 1) // per
+
+
+def _typed(arr, value):
+    """`value` as a scalar of arr's dtype, so the float32 kernels get float32 arguments."""
+    return np.dtype(arr.dtype).type(value)
+
+
+def _elementwise(name, like, *args):
+    n = like.shape[0] * like.shape[1]
+    if n > 0:
+        _kernel(like, name)[_blocks(n, BLOCK), BLOCK](*args)
+
+
+# --------------------------------------------------------------------------- activations
+
+def activation_forward(out, pre, act, alpha):
+    """out = h(pre), one thread per element of the (N, O) arrays."""
+    _elementwise("activation_forward", pre, out, pre, int(act), _typed(pre, alpha))
+
+
+def activation_backward(dpre, dout, pre, out, act, alpha):
+    """dpre += dout * h'(pre), one thread per element."""
+    _elementwise("activation_backward", pre, dpre, dout, pre, out, int(act), _typed(pre, alpha))
+
+
+# --------------------------------------------------------------------------- dense layer
+
+def affine_act_forward(out, pre, x, w, b, act, alpha):
+    """out = h(x @ w + b); pre keeps x @ w + b. One launch: a tiled shared-memory GEMM with the
+    bias and h applied in registers before the store. out, pre (N, O); x (N, I); w (I, O);
+    b (O,) or empty."""
+    n, o = pre.shape
+    if n == 0 or o == 0:
+        return
+    grid = (_blocks(o, TILE), _blocks(n, TILE))
+    _kernel(pre, "affine_act_forward")[grid, (TILE, TILE)](
+        out, pre, x, w, b, int(act), _typed(pre, alpha))
+
+
+def affine_act_backward(dx, dpre, dout, pre, out, w, act, alpha):
+    """dpre = dout * h'(pre) and dx = dpre @ w.T, written, in one launch: the tiled GEMM forms
+    dpre as it loads it. dx (N, I), or empty to skip the product (then one elementwise launch)."""
+    n, o = pre.shape
+    if n == 0:
+        return
+    if dx.size > 0:
+        grid = (_blocks(w.shape[0], TILE), _blocks(n, TILE))
+        _kernel(pre, "affine_act_backward")[grid, (TILE, TILE)](
+            dx, dpre, dout, pre, out, w, int(act), _typed(pre, alpha))
+    else:
+        _elementwise("delta", pre, dpre, dout, pre, out, int(act), _typed(pre, alpha))
+
+
+def weight_grad(dw, db, x, dpre):
+    """dw += x.T @ dpre as a tiled GEMM over the batch, accumulating; db += column sums of
+    dpre, in the same launch. dw (I, O); db (O,) or empty; x (N, I); dpre (N, O)."""
+    n, o = dpre.shape
+    fan_in = x.shape[1]
+    if n == 0 or o == 0 or (fan_in == 0 and db.shape[0] == 0):
+        return
+    grid = (_blocks(o, TILE), max(1, _blocks(fan_in, TILE)))
+    _kernel(dpre, "weight_grad")[grid, (TILE, TILE)](dw, db, x, dpre)
+
+
+# --------------------------------------------------------------------------- losses
+# Each `<loss>_on_device(loss, ...)` writes dz and loss[0] (a 1-element device array) and
+# returns nothing, without waiting for the GPU; `<loss>(...)` is the CPU-compatible form that
+# returns the loss as a Python float (one scalar copied back).
+
+def _rows(kernel_name, z, *args):
+    n = z.shape[0]
+    per = cuda.device_array(n, z.dtype)
+    if n > 0:
+        _kernel(z, kernel_name)[_blocks(n, ROWS), (WARP, ROWS)](*args[:1], per, *args[1:])
+    return per
+
+
+def _total(loss, per):
+    _kernel(per, "sum_into")[1, REDUCE](loss, per)
+
+
+def _to_host(on_device, z, *args):
+    loss = cuda.device_array(1, z.dtype)
+    on_device(loss, *args)
+    return float(loss.copy_to_host()[0])
+
+
+def softmax(out, z):
+    """out = softmax(z) row by row via log-sum-exp, one warp-wide row per (WARP,) lanes."""
+    if z.shape[0] > 0:
+        _kernel(z, "softmax")[_blocks(z.shape[0], ROWS), (WARP, ROWS)](out, z)
+
+
+def softmax_cross_entropy_on_device(loss, dz, z, labels, sample_weight, label_smoothing, mean):
+    k = z.shape[1]
+    off = label_smoothing / k if k else 0.0
+    on = 1.0 - label_smoothing + off
+    per = _rows("softmax_cross_entropy", z, dz, z, labels, sample_weight,
+                _typed(z, off), _typed(z, on), bool(mean))
+    _total(loss, per)
+
+
+def softmax_cross_entropy(dz, z, labels, sample_weight, label_smoothing, mean):
+    """Integer labels; the smoothed target formed on the fly; one row per WARP lanes with
+    log-sum-exp by shared-memory reductions."""
+    return _to_host(softmax_cross_entropy_on_device, z, dz, z, labels, sample_weight,
+                    label_smoothing, mean)
+
+
+def softmax_cross_entropy_soft_on_device(loss, dz, z, target, sample_weight, mean):
+    _total(loss, _rows("soft_target_loss", z, dz, z, target, sample_weight, bool(mean), False))
+
+
+def softmax_cross_entropy_soft(dz, z, target, sample_weight, mean):
+    """Target distributions (N, K); dz = p * sum(t) - t."""
+    return _to_host(softmax_cross_entropy_soft_on_device, z, dz, z, target, sample_weight, mean)
+
+
+def kl_divergence_on_device(loss, dz, z, target, sample_weight, mean):
+    _total(loss, _rows("soft_target_loss", z, dz, z, target, sample_weight, bool(mean), True))
+
+
+def kl_divergence(dz, z, target, sample_weight, mean):
+    """KL(target || softmax(z)) = soft cross-entropy minus the target's entropy."""
+    return _to_host(kl_divergence_on_device, z, dz, z, target, sample_weight, mean)
+
+
+def _pointwise_pair(kind):
+    def on_device(loss, dz, z, y, sample_weight, mean):
+        _total(loss, _rows("pointwise_loss", z, dz, z, y, sample_weight, bool(mean), kind))
+
+    def to_host(dz, z, y, sample_weight, mean):
+        return _to_host(on_device, z, dz, z, y, sample_weight, mean)
+
+    return on_device, to_host
+
+
+binary_cross_entropy_on_device, binary_cross_entropy = _pointwise_pair(_BCE)
+binary_cross_entropy.__doc__ = "max(z, 0) - z t + log1p(exp(-|z|)) per output; t = 0 for y = -1."
+mse_on_device, mse = _pointwise_pair(_MSE)
+mse.__doc__ = "1/2 ||z - y||^2 per sample; dz = z - y."
+hinge_on_device, hinge = _pointwise_pair(_HINGE)
+hinge.__doc__ = "max(0, 1 - y z) per output, y read as -1/+1 (y <= 0 is -1)."
+perceptron_on_device, perceptron = _pointwise_pair(_PERCEPTRON)
+perceptron.__doc__ = "max(0, -y z) per output; dz = -y on a mistake (y z <= 0)."
+for _name in ("binary_cross_entropy", "mse", "hinge", "perceptron"):
+    for _suffix in ("", "_on_device"):
+        globals()[_name + _suffix].__name__ = _name + _suffix
+        globals()[_name + _suffix].__qualname__ = _name + _suffix
+
+
+def multiclass_hinge_on_device(loss, dz, z, labels, sample_weight, mean):
+    _total(loss, _rows("multiclass_hinge", z, dz, z, labels, sample_weight, bool(mean)))
+
+
+def multiclass_hinge(dz, z, labels, sample_weight, mean):
+    """Weston-Watkins: sum over j != y of max(0, 1 + z_j - z_y)."""
+    return _to_host(multiclass_hinge_on_device, z, dz, z, labels, sample_weight, mean)
+
+
+def multiclass_perceptron_on_device(loss, dz, z, labels, sample_weight, mean):
+    _total(loss, _rows("multiclass_perceptron", z, dz, z, labels, sample_weight, bool(mean)))
+
+
+def multiclass_perceptron(dz, z, labels, sample_weight, mean):
+    """max_j z_j - z_y; on a mistake (first argmax != y) dz = +1 at the argmax, -1 at y."""
+    return _to_host(multiclass_perceptron_on_device, z, dz, z, labels, sample_weight, mean)
+
+
+# --------------------------------------------------------------------------- optimizers
+
+def sgd_update(params, grads, velocity, lr, momentum, nesterov, weight_decay):
+    """One launch over all P parameters; velocity is untouched (may be empty) when
+    momentum == 0."""
+    p = params.shape[0]
+    if p > 0:
+        _kernel(params, "sgd_update")[_blocks(p, BLOCK), BLOCK](
+            params, grads, velocity, _typed(params, lr), _typed(params, momentum),
+            bool(nesterov), _typed(params, weight_decay))
+
+
+def adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
+    """One launch over all P parameters; the bias corrections are folded into two scalars."""
+    p = params.shape[0]
+    if p == 0:
+        return
+    t = lambda value: _typed(params, value)  # noqa: E731
+    _kernel(params, "adam_update")[_blocks(p, BLOCK), BLOCK](
+        params, grads, m, v, t(lr / (1.0 - beta1 ** step)),
+        t(1.0 / math.sqrt(1.0 - beta2 ** step)), t(beta1), t(beta2), t(1.0 - beta1),
+        t(1.0 - beta2), t(eps), t(weight_decay), t(1.0 - lr * weight_decay), bool(decoupled))
