@@ -62,6 +62,29 @@ def _binary_targets(y, n_outputs, dtype, name, allowed):
     return t
 
 
+class LossKernel:
+    """A loss bound to the form of its targets: the kernels.codes LOSS_* code the fused
+    mini-batch epoch takes, and a call kernel(dz, z, y, sample_weight) -> batch-mean loss that
+    runs the same kernel on one batch (evaluation, gradient checks)."""
+
+    def __init__(self, code, label_smoothing=0.0):
+        self.code = code
+        self.label_smoothing = float(label_smoothing)
+        self.takes_labels = code in codes.LABEL_LOSSES
+
+    def split(self, y, dtype):
+        """(labels, targets) as kernels.cpu.apply_loss takes them: y in its slot, the other
+        slot an empty array of the right type."""
+        if self.takes_labels:
+            return y, np.zeros((0, 0), dtype)
+        return np.zeros(0, np.int64), y
+
+    def __call__(self, dz, z, y, sample_weight):
+        labels, targets = self.split(y, z.dtype)
+        return cpu.apply_loss(dz, z, labels, targets, sample_weight, self.code,
+                              self.label_smoothing)
+
+
 class Loss:
     """Base class. Subclasses set `name` and implement `prepare`."""
 
@@ -70,7 +93,7 @@ class Loss:
     probabilistic = None  # "softmax", "sigmoid" or None: what predict_proba applies
 
     def prepare(self, y, n_outputs, dtype, name="y"):
-        """Validate y; return (y as the kernel reads it, kernel(dz, z, y, sample_weight))."""
+        """Validate y; return (y as the kernel reads it, its LossKernel)."""
         raise NotImplementedError
 
     def accuracy(self, z, y):
@@ -101,11 +124,8 @@ class SoftmaxCrossEntropy(Loss):
         self.fused_code = codes.LOSS_SOFTMAX_CE if self.label_smoothing == 0 else None
 
     def prepare(self, y, n_outputs, dtype, name="y"):
-        eps = self.label_smoothing
-
-        def kernel(dz, z, labels, sw):
-            return cpu.softmax_cross_entropy(dz, z, labels, sw, eps, True)
-        return check_labels(y, n_outputs, name), kernel
+        return (check_labels(y, n_outputs, name),
+                LossKernel(codes.LOSS_SOFTMAX_CE, self.label_smoothing))
 
     def get_config(self):
         return {"label_smoothing": self.label_smoothing}
@@ -123,10 +143,7 @@ class BinaryCrossEntropy(Loss):
         t = check_targets(y, n_outputs, dtype, name)
         if not np.all(((t >= 0) & (t <= 1)) | (t == -1)):
             raise ValueError(f"{name} must hold targets in [0, 1] (or -1 for the negative class)")
-
-        def kernel(dz, z, y, sw):
-            return cpu.binary_cross_entropy(dz, z, y, sw, True)
-        return t, kernel
+        return t, LossKernel(codes.LOSS_BCE)
 
 
 class MSE(Loss):
@@ -136,9 +153,7 @@ class MSE(Loss):
     fused_code = codes.LOSS_MSE
 
     def prepare(self, y, n_outputs, dtype, name="y"):
-        def kernel(dz, z, y, sw):
-            return cpu.mse(dz, z, y, sw, True)
-        return check_targets(y, n_outputs, dtype, name), kernel
+        return check_targets(y, n_outputs, dtype, name), LossKernel(codes.LOSS_MSE)
 
     def accuracy(self, z, y):
         raise ValueError("metric 'accuracy' needs a classification loss, not mse")
@@ -152,13 +167,9 @@ class Hinge(Loss):
 
     def prepare(self, y, n_outputs, dtype, name="y"):
         if n_outputs > 1 and np.ndim(y) == 1:
-            def kernel(dz, z, labels, sw):
-                return cpu.multiclass_hinge(dz, z, labels, sw, True)
-            return check_labels(y, n_outputs, name), kernel
-
-        def kernel(dz, z, y, sw):
-            return cpu.hinge(dz, z, y, sw, True)
-        return _binary_targets(y, n_outputs, dtype, name, (-1, 0, 1)), kernel
+            return check_labels(y, n_outputs, name), LossKernel(codes.LOSS_MULTICLASS_HINGE)
+        return (_binary_targets(y, n_outputs, dtype, name, (-1, 0, 1)),
+                LossKernel(codes.LOSS_HINGE))
 
 
 class Perceptron(Loss):
@@ -169,13 +180,10 @@ class Perceptron(Loss):
 
     def prepare(self, y, n_outputs, dtype, name="y"):
         if n_outputs > 1 and np.ndim(y) == 1:
-            def kernel(dz, z, labels, sw):
-                return cpu.multiclass_perceptron(dz, z, labels, sw, True)
-            return check_labels(y, n_outputs, name), kernel
-
-        def kernel(dz, z, y, sw):
-            return cpu.perceptron(dz, z, y, sw, True)
-        return _binary_targets(y, n_outputs, dtype, name, (-1, 0, 1)), kernel
+            return (check_labels(y, n_outputs, name),
+                    LossKernel(codes.LOSS_MULTICLASS_PERCEPTRON))
+        return (_binary_targets(y, n_outputs, dtype, name, (-1, 0, 1)),
+                LossKernel(codes.LOSS_PERCEPTRON))
 
 
 class KLDivergence(Loss):
@@ -188,10 +196,7 @@ class KLDivergence(Loss):
         t = check_targets(y, n_outputs, dtype, name)
         if np.any(t < 0):
             raise ValueError(f"{name} must hold distributions: it has negative entries")
-
-        def kernel(dz, z, y, sw):
-            return cpu.kl_divergence(dz, z, y, sw, True)
-        return t, kernel
+        return t, LossKernel(codes.LOSS_KL)
 
     def accuracy(self, z, y):
         return float(np.mean(np.argmax(z, axis=1) == np.argmax(y, axis=1)))

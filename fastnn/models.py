@@ -77,16 +77,6 @@ class _Workspace:
         self.dout = [np.empty((n, o), dtype) for o in sizes[1:]]
         self.dpre = [np.empty((n, o), dtype) for o in sizes[1:]]
 
-    def head(self, m):
-        """A workspace of views onto the first m rows (the last, partial batch)."""
-        ws = object.__new__(_Workspace)
-        ws.n = m
-        ws.x, ws.y = self.x[:m], self.y[:m]
-        ws.sw = self.sw[:m] if self.sw.size else self.sw
-        for key in ("pre", "out", "dout", "dpre"):
-            setattr(ws, key, [a[:m] for a in getattr(self, key)])
-        return ws
-
 
 class Sequential:
     """A linear stack of Dense layers; the last one emits logits.
@@ -286,12 +276,6 @@ class Sequential:
             self._workspaces[key] = ws
         return ws
 
-    def _train_step(self, ws, kernel, lr):
-        """One mini-batch step on the batch already in ws; returns its mean loss."""
-        loss = self._backprop(ws, kernel)
-        self.optimizer.step(self.params, self.grads, lr)
-        return loss
-
     def _backprop(self, ws, kernel):
         """Forward and backward on the batch in ws: self.grads holds d(loss)/d(params) after
         it (L2 terms included); returns the batch's mean loss without the L2 penalty."""
@@ -315,37 +299,21 @@ class Sequential:
         return loss
 
     def _minibatch_epoch(self, x, y, sw, kernel, batch_size, shuffle, lr):
+        """One epoch of mini-batch training in one kernel call (kernels.cpu.minibatch_epoch):
+        the per-step cost is the arithmetic, not a Python loop's dispatch."""
         n = x.shape[0]
-        ws = self._workspace(batch_size, y)
-        weighted = sw is not None
-        if not weighted:
-            ws_sw = ws.sw
-            ws.sw = ws.sw[:0]  # empty means "no sample weights" to the kernels
-        tail = n % batch_size
-        ws_tail = ws.head(tail) if tail else None
-        order = self.rng.permutation(n) if shuffle else None
-        total = 0.0
-        try:
-            for start in range(0, n, batch_size):
-                w = ws if start + batch_size <= n else ws_tail
-                if order is not None:
-                    idx = order[start:start + w.n]
-                    # mode="clip" writes straight into the buffer (mode="raise" buffers a copy);
-                    # the indices come from a permutation, so nothing is clipped
-                    np.take(x, idx, axis=0, out=w.x, mode="clip")
-                    np.take(y, idx, axis=0, out=w.y, mode="clip")
-                    if weighted:
-                        np.take(sw, idx, axis=0, out=w.sw, mode="clip")
-                else:
-                    w.x[...] = x[start:start + w.n]
-                    w.y[...] = y[start:start + w.n]
-                    if weighted:
-                        w.sw[...] = sw[start:start + w.n]
-                total += self._train_step(w, kernel, lr) * w.n
-        finally:
-            if not weighted:
-                ws.sw = ws_sw
-        return total / n + self._penalty()
+        order = self.rng.permutation(n) if shuffle else np.arange(n)
+        labels, targets = kernel.split(y, self.dtype)
+        l2 = np.array([l.kernel_regularizer.l2 if l.kernel_regularizer else 0.0
+                       for l in self.layers])
+        opt_code, hyper, state1, state2, step = self.optimizer.kernel_args(lr)
+        loss, step = cpu.minibatch_epoch(
+            self.params, self.grads, state1, state2, x, labels, targets,
+            np.zeros(0, self.dtype) if sw is None else sw, order, min(batch_size, n),
+            self.sizes, self.w_off, self.b_off, self.acts, LEAKY_ALPHA, l2, kernel.code,
+            kernel.label_smoothing, opt_code, hyper, step)
+        self.optimizer.set_step(step)
+        return loss + self._penalty()
 
     def _fused_epoch(self, x, y, shuffle, lr):
         n = x.shape[0]

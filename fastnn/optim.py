@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from .kernels import cpu
+from .kernels import codes, cpu
 
 
 def _number(value, name, low=0.0, high=math.inf, low_open=False):
@@ -125,6 +125,20 @@ class Optimizer:
         """Name -> state array (the live arrays, not copies)."""
         return {}
 
+    def kernel_args(self, lr):
+        """(opt code, hyper, state1, state2, step) as kernels.cpu.minibatch_epoch takes them."""
+        raise NotImplementedError
+
+    def set_step(self, step):
+        """Record the step count a fused epoch returned (Adam's bias corrections need it)."""
+
+    def _hyper(self, lr, momentum=0.0, nesterov=False, weight_decay=0.0, beta1=0.0, beta2=0.0,
+               eps=0.0, decoupled=False):
+        # the layout kernels.codes documents: [lr, momentum, nesterov, weight_decay, beta1,
+        # beta2, eps, decoupled]
+        return np.array([lr, momentum, float(nesterov), weight_decay, beta1, beta2, eps,
+                         float(decoupled)], np.float64)
+
     def get_config(self):
         raise NotImplementedError
 
@@ -163,6 +177,10 @@ class SGD(Optimizer):
 
     def state(self):
         return {"velocity": self.velocity}
+
+    def kernel_args(self, lr):
+        hyper = self._hyper(lr, self.momentum, self.nesterov, self.weight_decay)
+        return codes.OPT_SGD, hyper, self.velocity, self.velocity[:0], 0
 
     def get_config(self):
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
@@ -208,6 +226,14 @@ class Adam(Optimizer):
 
     def state(self):
         return {"m": self.m, "v": self.v, "t": np.array(self.t, np.int64)}
+
+    def kernel_args(self, lr):
+        hyper = self._hyper(lr, weight_decay=self.weight_decay, beta1=self.beta1,
+                            beta2=self.beta2, eps=self.eps, decoupled=self.decoupled)
+        return codes.OPT_ADAM, hyper, self.m, self.v, self.t
+
+    def set_step(self, step):
+        self.t = int(step)
 
     def get_config(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
