@@ -1,11 +1,21 @@
-"""Command line: `python -m fastnn demo [--epochs N] [--hidden H] [--samples N] [--float64]`."""
+"""Command line.
+
+  python -m fastnn bench [--full | --smoke] [--only W1,W3] [--out DIR]   the benchmark suite
+  python -m fastnn demo [--epochs N] [--hidden H] [--samples N] [--float64]
+"""
 import argparse
 import sys
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        from .bench.cli import main as bench_main
+        return bench_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m fastnn", description=__doc__)
     sub = parser.add_subparsers(dest="command")
+    sub.add_parser("bench", help="the benchmark suite: fastnn beside NumPy, PyTorch and "
+                                 "scikit-learn (python -m fastnn bench --help)")
     demo = sub.add_parser("demo", help="train an MLP on generated data and print samples/s")
     demo.add_argument("--epochs", type=int, default=5)
     demo.add_argument("--hidden", type=int, default=128)

@@ -25,8 +25,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
-from numba.np.linalg import check_blas_return, ensure_blas, get_blas_kind, ll_char, ll_void_p
 
+from . import blas
 from .codes import IDENTITY, LEAKY_RELU, RELU, SIGMOID, SIGN, SOFTPLUS, STEP, TANH
 from .codes import LOSS_BCE, LOSS_MSE, LOSS_SOFTMAX_CE
 from .codes import (LOSS_HINGE, LOSS_KL, LOSS_MULTICLASS_HINGE, LOSS_MULTICLASS_PERCEPTRON,
@@ -38,64 +38,59 @@ FASTMATH = {"reassoc", "contract", "nsz"}
 # --------------------------------------------------------------------------- BLAS
 
 @intrinsic
-def _gemm_raw(typingctx, a, b, c, beta):
-    """c = a @ b + beta * c through BLAS ?gemm, with no temporary.
+def _gemm_raw(typingctx, a, b, c, alpha, beta):
+    """c = alpha a @ b + beta c through BLAS ?gemm (kernels.blas: NumPy's own OpenBLAS), with
+    no temporary.
 
     Numba's np.dot always has beta = 0; accumulating weight gradients (dw += x.T @ dpre) with
-    beta = 1 saves an (I, O) temporary and a pass over it each step. This follows
-    numba.np.linalg.call_xxgemm: row-major C = A B is computed as column-major Cᵀ = Bᵀ Aᵀ,
-    and an operand whose layout differs from c's is passed transposed. a and b may be 'C' or
-    'F' contiguous (x.T is 'F'); c must be 'C'. The caller guarantees non-zero sizes."""
+    beta = 1 saves an (I, O) temporary and a pass over it each step. Row-major CBLAS call: a
+    'C' operand goes as is, an 'F' one (x.T, w.T) as the transpose of the row-major matrix its
+    memory holds. c must be 'C'. The caller guarantees non-zero sizes."""
     for arr in (a, b, c):
         if not isinstance(arr, types.Array) or arr.ndim != 2 or arr.layout not in "CF":
             raise TypingError("_gemm: operands must be contiguous 2-D arrays")
     if not (a.dtype == b.dtype == c.dtype) or c.layout != "C":
         raise TypingError("_gemm: one dtype for all operands, and a C-contiguous output")
-    ensure_blas()
-    sig = types.void(a, b, c, beta)
+    if a.dtype not in (types.float32, types.float64):
+        raise TypingError("_gemm: float32 or float64 only")
+    sig = types.void(a, b, c, alpha, beta)
 
     def codegen(context, builder, signature, args):
-        ta, tb, tc, tbeta = signature.args
+        ta, tb, tc, talpha, tbeta = signature.args
         arrs = [context.make_array(t)(context, builder, v) for t, v in zip((ta, tb, tc), args[:3])]
         shapes = [cgutils.unpack_tuple(builder, arr.shape, 2) for arr in arrs]
         dtype = tc.dtype
-        fnty = ir.FunctionType(ir.IntType(32), [
-            ll_char, ll_char, ll_char,
-            cgutils.intp_t, cgutils.intp_t, cgutils.intp_t,
-            ll_void_p, ll_void_p, cgutils.intp_t,
-            ll_void_p, cgutils.intp_t, ll_void_p,
-            ll_void_p, cgutils.intp_t])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemm")
-        alpha = cgutils.alloca_once_value(builder, context.get_constant_generic(builder, dtype, 1.0))
-        beta_v = context.cast(builder, args[3], tbeta, dtype)
-        beta_p = cgutils.alloca_once_value(builder, beta_v)
-        notrans = ir.Constant(ll_char, ord("n"))
-        trans = ir.Constant(ll_char, ord("t"))
+        lltype = context.get_value_type(dtype)
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        ptr = lltype.as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, i64, i64, i64, lltype, ptr, i64,
+                                               ptr, i64, lltype, ptr, i64])
+        name = blas.SGEMM if dtype == types.float32 else blas.DGEMM
+        fn = cgutils.get_or_insert_function(builder.module, fnty, name)
 
-        def param(t, shp, arr):
-            return (notrans if t.layout == tc.layout else trans,
-                    shp[1] if t.layout == "C" else shp[0],
-                    builder.bitcast(arr.data, ll_void_p))
+        def operand(t, shp, arr):
+            # (trans flag, leading dimension of the row-major matrix in memory)
+            if t.layout == "C":
+                return ir.Constant(i32, blas.NO_TRANS), builder.sext(shp[1], i64)
+            return ir.Constant(i32, blas.TRANS), builder.sext(shp[0], i64)
 
-        transa, lda, data_a = param(tb, shapes[1], arrs[1])
-        transb, ldb, data_b = param(ta, shapes[0], arrs[0])
-        _, ldc, data_c = param(tc, shapes[2], arrs[2])
-        m, k = shapes[0]
-        n = shapes[1][1]
-        kind = ir.Constant(ll_char, ord(get_blas_kind(dtype)))
-        res = builder.call(fn, (kind, transa, transb, n, m, k,
-                                builder.bitcast(alpha, ll_void_p), data_a, lda,
-                                data_b, ldb, builder.bitcast(beta_p, ll_void_p),
-                                data_c, ldc))
-        check_blas_return(context, builder, res)
+        trans_a, lda = operand(ta, shapes[0], arrs[0])
+        trans_b, ldb = operand(tb, shapes[1], arrs[1])
+        m, k = (builder.sext(v, i64) for v in shapes[0])
+        n = builder.sext(shapes[1][1], i64)
+        alpha_v = context.cast(builder, args[3], talpha, dtype)
+        beta_v = context.cast(builder, args[4], tbeta, dtype)
+        builder.call(fn, (ir.Constant(i32, blas.ROW_MAJOR), trans_a, trans_b, m, n, k, alpha_v,
+                          arrs[0].data, lda, arrs[1].data, ldb, beta_v, arrs[2].data, n))
         return context.get_dummy_value()
 
     return sig, codegen
 
 
 @njit(cache=True)
-def _gemm(a, b, c, beta):
-    """c = a @ b + beta * c; a (M, K), b (K, N), c (M, N). Handles empty sizes BLAS rejects."""
+def _gemm(a, b, c, alpha, beta):
+    """c = alpha a @ b + beta c; a (M, K), b (K, N), c (M, N). Handles the empty sizes BLAS
+    rejects."""
     m, k = a.shape
     n = b.shape[1]
     if m == 0 or n == 0:
@@ -105,7 +100,7 @@ def _gemm(a, b, c, beta):
             for j in range(n):
                 c[i, j] = beta * c[i, j]
         return
-    _gemm_raw(a, b, c, beta)
+    _gemm_raw(a, b, c, alpha, beta)
 
 
 # --------------------------------------------------------------------------- scalar helpers
@@ -268,7 +263,7 @@ def affine_act_forward(out, pre, x, w, b, act, alpha):
     """out = h(x @ w + b); pre keeps x @ w + b. One BLAS gemm into pre, then one fused pass
     that adds the bias and applies h. out, pre (N, O); x (N, I); w (I, O); b (O,) or empty."""
     zero, one, a = _typed(out, 0.0), _typed(out, 1.0), _typed(out, alpha)
-    _gemm(x, w, pre, 0.0)
+    _gemm(x, w, pre, 1.0, 0.0)
     _bias_act_rows(out, pre, b, act, a, zero, one)
 
 
@@ -281,18 +276,24 @@ def affine_act_backward(dx, dpre, dout, pre, out, w, act, alpha):
     _delta_row(dpre.reshape(-1), dout.reshape(-1), pre.reshape(-1), out.reshape(-1), pre.size,
                act, a, zero, one)
     if dx.size > 0:
-        _gemm(dpre, w.T, dx, 0.0)
+        _gemm(dpre, w.T, dx, 1.0, 0.0)
 
 
 @njit(cache=True, fastmath=FASTMATH)
 def weight_grad(dw, db, x, dpre):
     """dw += x.T @ dpre as one accumulating BLAS gemm (beta = 1, no temporary);
     db += column sums of dpre. dw (I, O); db (O,) or empty; x (N, I); dpre (N, O)."""
-    _gemm(x.T, dpre, dw, 1.0)
+    _gemm(x.T, dpre, dw, 1.0, 1.0)
     if db.shape[0] > 0:
-        for r in range(dpre.shape[0]):
-            for j in range(dpre.shape[1]):
-                db[j] += dpre[r, j]
+        _add_column_sums(db, dpre)
+
+
+@njit(cache=True, inline="always")
+def _add_column_sums(db, d):
+    """db += sum of d's rows, row by row so the inner loop runs along contiguous memory."""
+    for r in range(d.shape[0]):
+        for j in range(d.shape[1]):
+            db[j] += d[r, j]
 
 
 # --------------------------------------------------------------------------- losses
@@ -760,7 +761,13 @@ def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_we
     Per batch: rows gathered into one buffer, BLAS forward with the bias and activation fused,
     the loss, BLAS backward accumulating into grads, the L2 terms, one optimizer pass over the
     flat buffer. Every buffer is allocated once, before the batch loop; the last, shorter batch
-    uses views of their first rows. Arguments and result as in the reference twin."""
+    uses views of their first rows. Arguments and result as in the reference twin.
+
+    Plain SGD (no momentum) skips the gradient buffer: once a layer's delta has gone through
+    W (dx), its update W = (1 - lr (wd + 2 l2)) W - lr x.T @ dpre is one BLAS gemm straight
+    into the parameters (alpha = -lr, beta = the decay), which saves zeroing, writing and
+    re-reading P gradients and a separate update pass each step; only the bias slots of grads
+    serve, as scratch for the bias gradients."""
     n_layers = sizes.shape[0] - 1
     dtype = params.dtype
     lr, momentum, nesterov, weight_decay = hyper[0], hyper[1], hyper[2] != 0.0, hyper[3]
@@ -787,6 +794,7 @@ def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_we
     dout = [np.empty((batch_size, sizes[l + 1]), dtype) for l in range(n_layers)]
     no_dx = np.zeros((0, 0), dtype)
 
+    direct = opt == OPT_SGD and momentum == 0.0
     n_total = order.shape[0]
     total = 0.0
     for start in range(0, n_total, batch_size):
@@ -812,12 +820,24 @@ def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_we
         total += apply_loss(dout[n_layers - 1][:m], a, lb[:m], tb[:m], swb[:m], loss,
                             label_smoothing) * m
 
-        grads[:] = 0.0  # weight_grad accumulates
+        if not direct:
+            grads[:] = 0.0  # weight_grad accumulates
         for l in range(n_layers - 1, -1, -1):
             dx = dout[l - 1][:m] if l > 0 else no_dx
             affine_act_backward(dx, dpre[l][:m], dout[l][:m], pre[l][:m], out[l][:m], ws[l],
                                 acts[l], alpha)
-            weight_grad(dws[l], dbs[l], xb[:m] if l == 0 else out[l - 1][:m], dpre[l][:m])
+            a_in = xb[:m] if l == 0 else out[l - 1][:m]
+            if direct:  # W has served dx above; update it in place with one gemm
+                _gemm(a_in.T, dpre[l][:m], ws[l], -lr, 1.0 - lr * (weight_decay + 2.0 * l2[l]))
+                b, db = bs[l], dbs[l]
+                if b.shape[0] > 0:
+                    db[:] = 0.0
+                    _add_column_sums(db, dpre[l][:m])
+                    b_decay, lr_t = _typed(b, 1.0 - lr * weight_decay), _typed(b, lr)
+                    for j in range(b.shape[0]):
+                        b[j] = b_decay * b[j] - lr_t * db[j]
+                continue
+            weight_grad(dws[l], dbs[l], a_in, dpre[l][:m])
             if l2[l] != 0.0:
                 w, dw, c = ws[l], dws[l], two_l2[l]
                 for i in range(w.shape[0]):
@@ -825,6 +845,8 @@ def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_we
                         dw[i, j] += c * w[i, j]
 
         step += 1
+        if direct:
+            continue
         if opt == OPT_SGD:
             sgd_update(params, grads, state1, lr, momentum, nesterov, weight_decay)
         else:

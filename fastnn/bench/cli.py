@@ -1,0 +1,351 @@
+"""`python -m fastnn bench`: fastnn beside NumPy, PyTorch and scikit-learn, in one run.
+
+Prints a table per workload (median, min-max, throughput, each peer's time over fastnn's), fits
+the O(P) slope of the per-step time, states each target of the benchmark issue as met or not,
+and writes results.json plus PNG plots into --out. Every workload checks that fastnn and each
+peer compute the same thing before it is timed. Implementations take turns round by round, so
+a burst of load from elsewhere on a shared machine hits all of them alike; figures are medians.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+from . import workloads as W
+from .timing import fit_loglog_slope, interleaved, summary
+
+TARGETS = {
+    "W1 vs torch eager (1 thread)": ("W1", "torch eager, 1 thread", 20.0),
+    "W1 vs numpy": ("W1", "numpy", 6.0),
+    "W2 vs torch eager (1 thread)": ("W2 1 thread", "torch eager", 1.5),
+    "W2 vs numpy (1 thread)": ("W2 1 thread", "numpy", 1.0),
+    "W5 batch 1 vs torch": ("W5 batch 1", "torch", 2.0),
+    "W5 batch 1024 vs numpy": ("W5 batch 1024", "numpy", 0.95),
+}
+
+
+class Reporter:
+    def __init__(self, out=sys.stdout):
+        self.out = out
+        self.t0 = time.perf_counter()
+
+    def progress(self, msg):
+        print(f"[{time.perf_counter() - self.t0:6.1f} s] {msg}", file=self.out, flush=True)
+
+    def line(self, msg=""):
+        print(msg, file=self.out, flush=True)
+
+
+def _threads(n):
+    """Limit every BLAS/OpenMP pool (NumPy's, SciPy's used by fastnn's kernels) to n threads."""
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=n)
+
+
+def run_group(key, impls, info, rounds, rep, min_seconds=0.0):
+    rep.progress(f"{key}: timing {', '.join(impls)} ({rounds} interleaved rounds)")
+    times = interleaved(impls, rounds, min_seconds=min_seconds)
+    rows = {}
+    base = float(np.median(times["fastnn"]))
+    for name, t in times.items():
+        med, lo, hi = summary(t)
+        rows[name] = {"median_s": med, "min_s": lo, "max_s": hi,
+                      "throughput": info["work"] / med, "peer_over_fastnn": med / base,
+                      "rounds": [float(v) for v in t]}
+    return {"key": key, "info": info, "rows": rows}
+
+
+def print_group(group, rep):
+    info = group["info"]
+    rep.line()
+    title = info.get("title", "")
+    rep.line(f"== {group['key']}  {title}")
+    unit = info["unit"]
+    rep.line(f"{'implementation':28s} {'median':>10s} {'min-max':>19s} {unit:>14s} "
+             f"{'time / fastnn':>14s}")
+    for name, r in group["rows"].items():
+        rep.line(f"{name:28s} {_fmt_s(r['median_s']):>10s} "
+                 f"{_fmt_s(r['min_s']) + '-' + _fmt_s(r['max_s']):>19s} "
+                 f"{r['throughput']:>14,.0f} {r['peer_over_fastnn']:>13.2f}x")
+    if "flops_per_sample" in info:
+        fl = info["flops_per_sample"] * info["n_samples"]
+        for name, r in group["rows"].items():
+            rep.line(f"  {name}: {fl / r['median_s'] / 1e9:.1f} GFLOP/s")
+        if "sgemm_gflops" in info:
+            rep.line(f"  sgemm ceiling (NumPy, same threads): {info['sgemm_gflops']:.1f} GFLOP/s; "
+                     f"fastnn at {100 * fl / group['rows']['fastnn']['median_s'] / 1e9 / info['sgemm_gflops']:.0f}%")
+
+
+def _fmt_s(s):
+    if s >= 1:
+        return f"{s:.3f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s * 1e6:.1f} us"
+
+
+def run_suite(cfg, only=None, rep=None, out_dir=None):
+    rep = rep or Reporter()
+    results = {"config": cfg.name, "machine": _machine(), "groups": [], "w3": [], "w4": [],
+               "targets": {}}
+    wanted = set(only or ["W1", "W2", "W3", "W4", "W5"])
+    peers_missing = []
+    if not W.have_torch():
+        peers_missing.append("torch (pip install 'fastnn-numba[bench]')")
+    if not W.have_sklearn():
+        peers_missing.append("scikit-learn (pip install 'fastnn-numba[bench]')")
+    if peers_missing:
+        rep.line("peers skipped, not installed: " + "; ".join(peers_missing))
+
+    if "W1" in wanted:
+        rep.progress("W1: building and checking per-sample SGD (784-128-10)")
+        with _threads(1):  # per-sample SGD is one core's work; torch's own 2-thread run aside
+            impls, info = W.w1_per_sample(cfg)
+            g = run_group("W1", impls, info, cfg.rounds, rep)
+        results["groups"].append(g)
+        print_group(g, rep)
+
+    if "W2" in wanted:
+        for threads in cfg.threads:
+            rep.progress(f"W2: building and checking mini-batch SGD, {threads} thread(s)")
+            with _threads(threads):
+                impls, info = W.w2_minibatch(cfg)
+                info["sgemm_gflops"] = W.sgemm_gflops()
+                info["threads"] = threads
+                if W.have_torch():
+                    torch_impl = impls["torch eager"]
+
+                    def torch_run(arg, run=torch_impl[1], threads=threads):
+                        with W.peers.torch_threads(threads):
+                            run(arg)
+                    impls["torch eager"] = (torch_impl[0], torch_run)
+                g = run_group(f"W2 {threads} thread{'s' * (threads > 1)}", impls, info,
+                              cfg.rounds, rep)
+            results["groups"].append(g)
+            print_group(g, rep)
+
+    if "W3" in wanted:
+        rep.line()
+        rep.line("== W3  per-step time of [w, w, w, w, 10] against P (1 thread)")
+        rep.line(f"{'w':>5s} {'P':>10s} {'batch':>5s} {'fastnn/step':>12s} {'ns/param':>9s} "
+                 f"{'torch/step':>12s} {'torch/fastnn':>12s}")
+        with _threads(1):
+            for width in cfg.w3_widths:
+                for batch in cfg.w3_batches:
+                    with_torch = width in cfg.w3_torch_widths
+                    rep.progress(f"W3: w={width} batch={batch}")
+                    impls, info = W.w3_step(cfg, width, batch, with_torch)
+                    if "torch eager" in impls:
+                        setup, run = impls["torch eager"]
+
+                        def torch_run(arg, run=run):
+                            with W.peers.torch_threads(1):
+                                run(arg)
+                        impls["torch eager"] = (setup, torch_run)
+                    g = run_group(f"W3 w={width} b={batch}", impls, info, cfg.rounds, rep,
+                                  min_seconds=cfg.w3_min_seconds)
+                    step = g["rows"]["fastnn"]["median_s"] / info["steps"]
+                    row = {"width": width, "batch": batch, "n_params": info["n_params"],
+                           "fastnn_step_s": step, "ns_per_param": step / info["n_params"] * 1e9}
+                    torch_txt = ""
+                    if "torch eager" in g["rows"]:
+                        tstep = g["rows"]["torch eager"]["median_s"] / info["steps"]
+                        row["torch_step_s"] = tstep
+                        row["torch_over_fastnn"] = tstep / step
+                        torch_txt = f"{_fmt_s(tstep):>12s} {tstep / step:>11.1f}x"
+                    results["w3"].append(row)
+                    rep.line(f"{width:>5d} {info['n_params']:>10,d} {batch:>5d} "
+                             f"{_fmt_s(step):>12s} {row['ns_per_param']:>9.3f} {torch_txt}")
+        for batch in cfg.w3_batches:
+            pts = [r for r in results["w3"] if r["batch"] == batch and r["n_params"] >= 1e4]
+            if len(pts) >= 2:
+                slope = fit_loglog_slope([r["n_params"] for r in pts],
+                                         [r["fastnn_step_s"] for r in pts])
+                ns = [r["ns_per_param"] for r in pts]
+                results[f"w3_slope_b{batch}"] = slope
+                results[f"w3_ns_band_b{batch}"] = max(ns) / min(ns)
+                rep.line(f"batch {batch}: fitted slope of time/step against P (P >= 1e4) = "
+                         f"{slope:.3f}; ns/param spans a {max(ns) / min(ns):.2f}x band")
+
+    if "W4" in wanted:
+        rep.line()
+        rep.line("== W4  full gradient: backprop against central differences (float64)")
+        rep.line(f"{'P':>8s} {'backprop':>12s} {'finite diff':>12s} {'ratio':>10s} {'max rel err':>12s}")
+        for f_in, hidden, k in cfg.w4_sizes:
+            rep.progress(f"W4: [{f_in}, {hidden}, {k}]")
+            p, t_bp, t_fd, err = W.w4_gradients(f_in, hidden, k)
+            results["w4"].append({"n_params": p, "backprop_s": t_bp, "finite_diff_s": t_fd,
+                                  "max_rel_err": err})
+            rep.line(f"{p:>8,d} {_fmt_s(t_bp):>12s} {_fmt_s(t_fd):>12s} {t_fd / t_bp:>9.0f}x "
+                     f"{err:>12.1e}")
+        pts = [r for r in results["w4"] if r["n_params"] >= 100]
+        if len(pts) >= 2:
+            ps = [r["n_params"] for r in pts]
+            results["w4_slope_backprop"] = fit_loglog_slope(ps, [r["backprop_s"] for r in pts])
+            results["w4_slope_finite_diff"] = fit_loglog_slope(ps, [r["finite_diff_s"] for r in pts])
+            rep.line(f"fitted slopes (P >= 100): backprop {results['w4_slope_backprop']:.2f}, "
+                     f"finite differences {results['w4_slope_finite_diff']:.2f}")
+
+    if "W5" in wanted:
+        for batch in cfg.w5_batches:
+            rep.progress(f"W5: inference at batch {batch}")
+            with _threads(1):
+                impls, info = W.w5_inference(cfg, batch)
+                info["title"] = "inference, 784-256-256-10, 1 thread"
+                if "torch" in impls:
+                    setup, run = impls["torch"]
+
+                    def torch_run(arg, run=run):
+                        with W.peers.torch_threads(1):
+                            run(arg)
+                    impls["torch"] = (setup, torch_run)
+                g = run_group(f"W5 batch {batch}", impls, info, cfg.rounds, rep,
+                              min_seconds=cfg.w5_min_seconds)
+            results["groups"].append(g)
+            print_group(g, rep)
+
+    _targets(results, rep)
+    if out_dir:
+        _write(results, out_dir, rep)
+    return results
+
+
+def _targets(results, rep):
+    groups = {g["key"]: g for g in results["groups"]}
+    rep.line()
+    rep.line("== targets (the benchmark issue's; measured in this run)")
+    for label, (key, peer, want) in TARGETS.items():
+        g = groups.get(key)
+        if not g or peer not in g["rows"]:
+            results["targets"][label] = None
+            rep.line(f"  {label:34s} not measured in this run")
+            continue
+        got = g["rows"][peer]["peer_over_fastnn"]
+        met = got >= want
+        results["targets"][label] = {"want": want, "got": got, "met": met}
+        rep.line(f"  {label:34s} want >= {want:5.2f}x  got {got:7.2f}x  "
+                 f"{'met' if met else 'NOT met'}")
+    if "w3_slope_b1" in results:
+        for batch in (1, 64):
+            if f"w3_slope_b{batch}" not in results:
+                continue
+            slope, band = results[f"w3_slope_b{batch}"], results[f"w3_ns_band_b{batch}"]
+            met = 0.9 <= slope <= 1.15 and band <= 3.0
+            results["targets"][f"W3 O(P) batch {batch}"] = {"slope": slope, "band": band,
+                                                            "met": met}
+            rep.line(f"  {'W3 O(P) batch ' + str(batch):34s} slope {slope:.2f} (0.9-1.15), "
+                     f"band {band:.2f}x (<= 3x)  {'met' if met else 'NOT met'}")
+            small = [r["torch_over_fastnn"] for r in results["w3"]
+                     if r["batch"] == batch and r["width"] <= 128 and "torch_over_fastnn" in r]
+            if small:
+                worst = min(small)
+                results["targets"][f"W3 vs torch w<=128 batch {batch}"] = {
+                    "want": 40.0, "got": worst, "met": worst >= 40.0}
+                rep.line(f"  {'W3 vs torch, w <= 128, batch ' + str(batch):34s} want >= 40x  "
+                         f"got {worst:7.1f}x (worst width)  {'met' if worst >= 40 else 'NOT met'}")
+
+
+def _machine():
+    info = {"python": platform.python_version(), "platform": platform.platform(),
+            "processor": platform.processor(), "cpus": os.cpu_count(),
+            "loadavg_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+    try:
+        import numba
+        info["numba"] = numba.__version__
+    except ImportError:
+        pass
+    info["numpy"] = np.__version__
+    if W.have_torch():
+        info["torch"] = W.peers.torch.__version__
+    return info
+
+
+def _write(results, out_dir, rep):
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "results.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=1, default=float)
+    os.replace(tmp, path)
+    rep.line(f"\nwrote {path}")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        rep.line("plots skipped: matplotlib is not installed (pip install 'fastnn-numba[bench]')")
+        return
+    if results["w3"]:
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        for batch, marker in ((1, "o"), (64, "s")):
+            pts = [r for r in results["w3"] if r["batch"] == batch]
+            if not pts:
+                continue
+            ax.loglog([r["n_params"] for r in pts], [r["fastnn_step_s"] for r in pts],
+                      marker + "-", label=f"fastnn, batch {batch}")
+            tp = [r for r in pts if "torch_step_s" in r]
+            if tp:
+                ax.loglog([r["n_params"] for r in tp], [r["torch_step_s"] for r in tp],
+                          marker + "--", label=f"PyTorch eager, batch {batch}")
+        ax.set_xlabel("parameters P")
+        ax.set_ylabel("seconds per training step")
+        ax.set_title("W3: time per step is O(P)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, "w3_scaling.png"), dpi=120)
+        plt.close(fig)
+    if results["w4"]:
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        ps = [r["n_params"] for r in results["w4"]]
+        ax.loglog(ps, [r["backprop_s"] for r in results["w4"]], "o-", label="backprop")
+        ax.loglog(ps, [r["finite_diff_s"] for r in results["w4"]], "s-",
+                  label="central differences (2P forward passes)")
+        ax.set_xlabel("parameters P")
+        ax.set_ylabel("seconds per full gradient")
+        ax.set_title("W4: backprop O(P) against finite differences O(P^2)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, "w4_gradients.png"), dpi=120)
+        plt.close(fig)
+    rep.line(f"wrote plots into {out_dir}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m fastnn bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--full", action="store_true", help="the long suite (issue sizes)")
+    size.add_argument("--smoke", action="store_true",
+                      help="tiny sizes, one round: checks that everything runs (CI)")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated workloads to run, e.g. W1,W3 (default: all)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per group")
+    parser.add_argument("--out", default="bench-results",
+                        help="folder for results.json and the plots (default: bench-results)")
+    args = parser.parse_args(argv)
+    cfg = W.Config.full() if args.full else W.Config.smoke() if args.smoke else W.Config.quick()
+    if args.rounds is not None:
+        if args.rounds < 1:
+            parser.error(f"--rounds must be >= 1, got {args.rounds}")
+        cfg.rounds = args.rounds
+    only = None
+    if args.only:
+        only = [w.strip().upper() for w in args.only.split(",") if w.strip()]
+        bad = [w for w in only if w not in ("W1", "W2", "W3", "W4", "W5")]
+        if bad:
+            parser.error(f"--only: unknown workload(s) {', '.join(bad)}; valid: W1, W2, W3, "
+                         "W4, W5")
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        parser.error("the benchmark suite needs threadpoolctl (pip install 'fastnn-numba[bench]')")
+    rep = Reporter()
+    rep.line(f"fastnn bench ({cfg.name}): {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
+    run_suite(cfg, only=only, rep=rep, out_dir=args.out)
+    return 0

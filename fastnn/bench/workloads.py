@@ -1,0 +1,423 @@
+"""The benchmark workloads, shared by `python -m fastnn bench` and benchmarks/ (pytest-benchmark).
+
+Each workload builds a set of implementations, fastnn and its peers, that do identical work from
+identical starting weights, and checks every one against fastnn (and fastnn against its NumPy
+reference twin) before anything is timed: a fast wrong kernel measures nothing (llm.c's habit).
+
+An implementation is a pair (setup, run): setup() resets whatever run changes (weights,
+optimizer state) and returns run's argument; only run is timed.
+
+Shape legend: N samples, F features, K classes, P parameters, B batch size.
+"""
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import Dense, Sequential, optim
+from ..kernels import codes, cpu
+from ..kernels import reference
+from ..kernels.layout import mlp_layout
+from . import peers
+
+# Tolerances of the correctness checks, float32 weights after a short training run.
+# Implementations sum dot products in different orders (BLAS blocking, fastnn's four-row
+# sweeps), so logits differ by a few ulp and a couple of hundred updates carry that forward:
+# measured differences are ~1e-7 on weights of size ~0.1. rtol 1e-4 / atol 1e-5 leave two
+# decades of room and still catch a real bug (a wrong sign, a missing ReLU mask or bias step
+# moves weights by lr * |x * delta| ~ 1e-3).
+RTOL, ATOL = 1e-4, 1e-5
+
+
+@dataclass
+class Config:
+    """Sizes of one suite run. quick() stays within a few minutes on a 2-core machine,
+    full() is the issue's spec, smoke() is for CI: tiny, checks on, timing meaningless."""
+    rounds: int = 3
+    w1_samples: int = 5_000
+    w2_samples: int = 20_000
+    w3_widths: tuple = (16, 32, 64, 128, 256, 512, 1024)
+    w3_torch_widths: tuple = (16, 32, 64, 128, 256, 512, 1024)
+    w3_batches: tuple = (1, 64)
+    w3_min_seconds: float = 0.05
+    w4_sizes: tuple = ((4, 4, 2), (8, 8, 3), (16, 16, 4), (24, 32, 5), (48, 48, 6), (64, 96, 8),
+                       (96, 96, 8))
+    w5_batches: tuple = (1, 1024)
+    w5_min_seconds: float = 0.05
+    threads: tuple = (1, 2)
+    name: str = "quick"
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def quick(cls):
+        return cls()
+
+    @classmethod
+    def full(cls):
+        return cls(rounds=5, w1_samples=10_000, w2_samples=60_000,
+                   w3_widths=(16, 32, 64, 128, 256, 512, 1024, 2048),
+                   w3_torch_widths=(16, 32, 64, 128, 256, 512, 1024, 2048),
+                   w3_min_seconds=0.2, w5_min_seconds=0.2, name="full")
+
+    @classmethod
+    def smoke(cls):
+        return cls(rounds=1, w1_samples=300, w2_samples=512, w3_widths=(16, 32),
+                   w3_torch_widths=(16,), w3_min_seconds=0.0, w4_sizes=((4, 4, 2), (8, 8, 3)),
+                   w5_batches=(1, 16), w5_min_seconds=0.0, threads=(1,), name="smoke")
+
+
+def have_torch():
+    return peers.torch is not None
+
+
+def have_sklearn():
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- helpers
+
+def fastnn_mlp(sizes, params, lr, momentum=0.0):
+    """A compiled fastnn Sequential with ReLU hidden layers, identity output, softmax-CE and
+    plain SGD, holding a copy of the flat buffer `params` (mlp_layout order, as the peers)."""
+    layers = [Dense(int(u), activation="relu") for u in sizes[1:-1]] + [Dense(int(sizes[-1]))]
+    model = Sequential(layers, seed=0, dtype=params.dtype.name)
+    model.compile(optimizer=optim.SGD(lr=lr, momentum=momentum), loss="softmax_cross_entropy")
+    model.build(int(sizes[0]))
+    model.params[...] = params
+    return model
+
+
+def _reset(model, params):
+    model.params[...] = params
+    model.optimizer.build(model.params.size, model.dtype)
+    return model
+
+
+def check_close(name, got, want):
+    """Raise AssertionError naming the implementation when two weight buffers disagree."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    bad = ~np.isclose(got, want, rtol=RTOL, atol=ATOL)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise AssertionError(f"{name} disagrees with fastnn: {int(bad.sum())} of {bad.size} "
+                             f"weights differ beyond rtol {RTOL} / atol {ATOL}; first at {i}: "
+                             f"{got[i]!r} vs {want[i]!r}")
+    return float(np.max(np.abs(got - want))) if got.size else 0.0
+
+
+def sklearn_load(clf, params, sizes, x, labels):
+    """Give an sklearn MLPClassifier fastnn's weights: one tiny fit creates its structure,
+    then coefs_ / intercepts_ are overwritten (sklearn also keeps W as (fan_in, fan_out))."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    # one sample of each class, so the output layer gets every class
+    _, first = np.unique(labels, return_index=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", UserWarning)  # "batch_size ... will be clipped"
+        clf.fit(x[first], labels[first])
+    ws, bs = peers._views(params.astype(x.dtype), sizes)
+    clf.coefs_ = [w.copy() for w in ws]
+    clf.intercepts_ = [b.copy() for b in bs]
+    clf.t_ = 0
+    clf._optimizer = None  # a fresh SGD state on the next (warm-started) fit
+    return clf
+
+
+def sklearn_epoch(clf, x, labels):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(x, labels)  # warm_start and max_iter=1: one epoch from the loaded weights
+    return clf
+
+
+def sklearn_flat(clf, sizes):
+    _, _, n = mlp_layout(sizes)
+    flat = np.empty(n)
+    ws, bs = peers._views(flat, sizes)
+    for w, b, cw, cb in zip(ws, bs, clf.coefs_, clf.intercepts_):
+        w[...] = cw
+        b[...] = cb
+    return flat
+
+
+def flops_per_sample(sizes):
+    """Multiply-adds x 2 of one training step per sample: forward x @ W, dW = x.T @ delta,
+    and dx = delta @ W.T for every layer but the first."""
+    total = 0
+    for l in range(len(sizes) - 1):
+        io = int(sizes[l]) * int(sizes[l + 1])
+        total += 2 * io * (3 if l > 0 else 2)
+    return total
+
+
+def sgemm_gflops(n=1024, repeats=5):
+    """The machine's float32 GEMM rate through NumPy's BLAS (at the current thread limit)."""
+    rng = np.random.default_rng(0)
+    a = rng.random((n, n), dtype=np.float32)
+    b = rng.random((n, n), dtype=np.float32)
+    c = np.empty((n, n), np.float32)
+    np.matmul(a, b, out=c)
+    best = np.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        np.matmul(a, b, out=c)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+# --------------------------------------------------------------------------- W1
+
+W1_SIZES = (784, 128, 10)
+
+
+def w1_per_sample(cfg, n_check=200):
+    """Per-sample SGD, MLP 784-128-10, ReLU, softmax-CE, one epoch over cfg.w1_samples.
+    Returns (impls, info); impls maps name -> (setup, run)."""
+    sizes = np.array(W1_SIZES)
+    lr = 0.01
+    x, labels = peers.make_data(cfg.w1_samples, sizes[0], sizes[-1], seed=0)
+    start = peers.init_params(sizes, np.float32, seed=1)
+    order = np.arange(len(x))  # the data is already in random order: every peer walks it as is
+    info = {"workload": "W1", "title": "per-sample SGD, 784-128-10, one epoch",
+            "n_samples": len(x), "unit": "samples/s", "work": len(x), "checks": {}}
+
+    # fastnn against its own NumPy twin, then every peer against fastnn
+    model = fastnn_mlp(sizes, start, lr)
+    model.fit(x[:n_check], labels[:n_check], epochs=1, batch_size=1, shuffle=False, verbose=0)
+    want = start.copy()
+    w_off, b_off, _ = mlp_layout(sizes)
+    reference.sgd_epoch(want, x, labels, np.zeros((0, 0), np.float32), np.arange(n_check), sizes,
+                        w_off, b_off, np.array([codes.RELU, codes.IDENTITY]), 0.0,
+                        codes.LOSS_SOFTMAX_CE, lr, 0.0)
+    info["checks"]["fastnn vs reference"] = check_close("fastnn", model.params, want)
+    fastnn_after = model.params.copy()
+
+    p = start.copy()
+    peers.numpy_sgd_epoch(p, x, labels, np.arange(n_check), sizes, lr)
+    info["checks"]["numpy"] = check_close("numpy", p, fastnn_after)
+
+    impls = {
+        "fastnn": (lambda: _reset(model, start),
+                   lambda m: m.fit(x, labels, epochs=1, batch_size=1, shuffle=False, verbose=0)),
+        "numpy": (lambda: start.copy(),
+                  lambda q: peers.numpy_sgd_epoch(q, x, labels, order, sizes, lr)),
+    }
+    if have_torch():
+        torch = peers.torch
+        tx, ty = torch.from_numpy(x), torch.from_numpy(labels)
+        net = peers.TorchMLP(start, sizes, lr)
+        net.epoch(tx, ty, list(range(n_check)))
+        info["checks"]["torch"] = check_close("torch", net.flat_params(), fastnn_after)
+        order_list = [int(i) for i in order]
+        for threads in cfg.threads:
+            def run(n, threads=threads):
+                with peers.torch_threads(threads):
+                    n.epoch(tx, ty, order_list)
+            impls[f"torch eager, {threads} thread{'s' * (threads > 1)}"] = (
+                lambda: (net.load(start), net)[1], run)
+    if have_sklearn():
+        clf = peers.sklearn_mlp(sizes, lr, batch_size=1)
+        sklearn_load(clf, start, sizes, x, labels)
+        sklearn_epoch(clf, x[:n_check], labels[:n_check])
+        info["checks"]["scikit-learn"] = check_close("scikit-learn", sklearn_flat(clf, sizes),
+                                                     fastnn_after)
+        impls["scikit-learn"] = (lambda: sklearn_load(clf, start, sizes, x, labels),
+                                 lambda c: sklearn_epoch(c, x, labels))
+    return impls, info
+
+
+# --------------------------------------------------------------------------- W2
+
+W2_SIZES = (784, 256, 256, 10)
+W2_BATCH = 128
+
+
+def w2_minibatch(cfg, n_check=1024):
+    """Mini-batch SGD, 784-256-256-10, batch 128, one epoch over cfg.w2_samples."""
+    sizes = np.array(W2_SIZES)
+    lr = 0.05
+    x, labels = peers.make_data(cfg.w2_samples, sizes[0], sizes[-1], seed=0)
+    start = peers.init_params(sizes, np.float32, seed=1)
+    order = np.arange(len(x))
+    info = {"workload": "W2", "title": f"mini-batch SGD, 784-256-256-10, batch {W2_BATCH}",
+            "n_samples": len(x), "unit": "samples/s", "work": len(x),
+            "flops_per_sample": flops_per_sample(sizes), "checks": {}}
+    n_check = min(n_check, len(x))
+
+    model = fastnn_mlp(sizes, start, lr)
+    model.fit(x[:n_check], labels[:n_check], epochs=1, batch_size=W2_BATCH, shuffle=False,
+              verbose=0)
+    fastnn_after = model.params.copy()
+    p = start.copy()
+    peers.numpy_minibatch_epoch(p, x, labels, np.arange(n_check), sizes, lr, W2_BATCH)
+    info["checks"]["numpy"] = check_close("numpy", p, fastnn_after)
+
+    impls = {
+        "fastnn": (lambda: _reset(model, start),
+                   lambda m: m.fit(x, labels, epochs=1, batch_size=W2_BATCH, shuffle=False,
+                                   verbose=0)),
+        "numpy": (lambda: start.copy(),
+                  lambda q: peers.numpy_minibatch_epoch(q, x, labels, order, sizes, lr, W2_BATCH)),
+    }
+    if have_torch():
+        torch = peers.torch
+        tx, ty, torder = torch.from_numpy(x), torch.from_numpy(labels), torch.from_numpy(order)
+        net = peers.TorchMLP(start, sizes, lr)
+        net.minibatch_epoch(tx, ty, torder[:n_check], W2_BATCH)
+        info["checks"]["torch"] = check_close("torch", net.flat_params(), fastnn_after)
+        impls["torch eager"] = (lambda: (net.load(start), net)[1],
+                                lambda n: n.minibatch_epoch(tx, ty, torder, W2_BATCH))
+    if have_sklearn():
+        clf = peers.sklearn_mlp(sizes, lr, batch_size=W2_BATCH)
+        sklearn_load(clf, start, sizes, x, labels)
+        sklearn_epoch(clf, x[:n_check], labels[:n_check])
+        info["checks"]["scikit-learn"] = check_close("scikit-learn", sklearn_flat(clf, sizes),
+                                                     fastnn_after)
+        impls["scikit-learn"] = (lambda: sklearn_load(clf, start, sizes, x, labels),
+                                 lambda c: sklearn_epoch(c, x, labels))
+    return impls, info
+
+
+# --------------------------------------------------------------------------- W3
+
+def w3_sizes(width):
+    return np.array([width, width, width, width, 10])
+
+
+def w3_step(cfg, width, batch, with_torch):
+    """Per-step time of training [w, w, w, w, 10] at one batch size: an epoch of enough steps
+    that the fit call's own overhead is amortised (fastnn runs a whole epoch per call)."""
+    sizes = w3_sizes(width)
+    _, _, n_params = mlp_layout(sizes)
+    steps = int(np.clip(3e7 / (n_params * batch), 8, 4000)) if cfg.name != "smoke" else 4
+    x, labels = peers.make_data(steps * batch, width, 10, seed=0)
+    start = peers.init_params(sizes, np.float32, seed=1)
+    lr = 0.01
+    info = {"workload": "W3", "width": width, "batch": batch, "n_params": n_params,
+            "steps": steps, "unit": "steps/s", "work": steps, "checks": {}}
+    model = fastnn_mlp(sizes, start, lr)
+    n_check = min(8, steps) * batch
+    model.fit(x[:n_check], labels[:n_check], epochs=1, batch_size=batch, shuffle=False,
+              verbose=0)
+    impls = {"fastnn": (lambda: _reset(model, start),
+                        lambda m: m.fit(x, labels, epochs=1, batch_size=batch, shuffle=False,
+                                        verbose=0))}
+    if with_torch and have_torch():
+        torch = peers.torch
+        tx, ty = torch.from_numpy(x), torch.from_numpy(labels)
+        net = peers.TorchMLP(start, sizes, lr)
+        torder = torch.arange(len(x))
+        net.minibatch_epoch(tx, ty, torder[:n_check], batch)
+        info["checks"]["torch"] = check_close("torch", net.flat_params(), model.params)
+        impls["torch eager"] = (lambda: (net.load(start), net)[1],
+                                lambda n: n.minibatch_epoch(tx, ty, torder, batch))
+    return impls, info
+
+
+# --------------------------------------------------------------------------- W4
+
+def w4_gradients(hidden_in, hidden, n_classes, batch=16, seed=0):
+    """Backprop against central finite differences for one MLP [F, H, K] (tanh, softmax-CE,
+    float64): returns (P, seconds for backprop, seconds for 2P forward passes, max rel error).
+    Backprop costs O(P); finite differences 2P forward passes of O(P) each, O(P^2) (seed 000)."""
+    rng = np.random.default_rng(seed)
+    sizes = np.array([hidden_in, hidden, n_classes])
+    w_off, b_off, n_params = mlp_layout(sizes)
+    params = rng.standard_normal(n_params) * 0.3
+    x = rng.standard_normal((batch, hidden_in))
+    labels = rng.integers(0, n_classes, batch)
+    acts = np.array([codes.TANH, codes.IDENTITY])
+    ws = [params[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].reshape(sizes[l], sizes[l + 1])
+          for l in range(2)]
+    bs = [params[b_off[l]:b_off[l] + sizes[l + 1]] for l in range(2)]
+    grads = np.zeros(n_params)
+    dws = [grads[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].reshape(sizes[l], sizes[l + 1])
+           for l in range(2)]
+    dbs = [grads[b_off[l]:b_off[l] + sizes[l + 1]] for l in range(2)]
+    pre = [np.empty((batch, s)) for s in sizes[1:]]
+    out = [np.empty((batch, s)) for s in sizes[1:]]
+    dpre = [np.empty((batch, s)) for s in sizes[1:]]
+    dout = [np.empty((batch, s)) for s in sizes[1:]]
+    no_sw, no_dx = np.zeros(0), np.zeros((0, 0))
+
+    def forward_loss():
+        a = x
+        for l in range(2):
+            cpu.affine_act_forward(out[l], pre[l], a, ws[l], bs[l], acts[l], 0.0)
+            a = out[l]
+        return cpu.softmax_cross_entropy(dout[1], a, labels, no_sw, 0.0, True)
+
+    def backprop():
+        forward_loss()
+        grads[...] = 0
+        for l in (1, 0):
+            cpu.affine_act_backward(dout[l - 1] if l else no_dx, dpre[l], dout[l], pre[l], out[l],
+                                    ws[l], acts[l], 0.0)
+            cpu.weight_grad(dws[l], dbs[l], x if l == 0 else out[l - 1], dpre[l])
+
+    def numeric():
+        g = np.empty(n_params)
+        eps = 1e-6
+        for i in range(n_params):
+            keep = params[i]
+            params[i] = keep + eps
+            fp = forward_loss()
+            params[i] = keep - eps
+            fm = forward_loss()
+            params[i] = keep
+            g[i] = (fp - fm) / (2 * eps)
+        return g
+
+    backprop()
+    t = time.perf_counter()
+    reps = 0
+    while True:
+        backprop()
+        reps += 1
+        if time.perf_counter() - t > 0.02:
+            break
+    t_bp = (time.perf_counter() - t) / reps
+    analytic = grads.copy()
+    t = time.perf_counter()
+    num = numeric()
+    t_fd = time.perf_counter() - t
+    err = float(np.max(np.abs(analytic - num) / np.maximum(1e-8, np.abs(analytic) + np.abs(num))))
+    if err > 1e-5:
+        raise AssertionError(f"backprop and finite differences disagree: max rel error {err:.2e}")
+    return n_params, t_bp, t_fd, err
+
+
+# --------------------------------------------------------------------------- W5
+
+W5_SIZES = (784, 256, 256, 10)
+
+
+def w5_inference(cfg, batch):
+    """Inference (logits) for 784-256-256-10 at one batch size."""
+    sizes = np.array(W5_SIZES)
+    start = peers.init_params(sizes, np.float32, seed=1)
+    x, _ = peers.make_data(batch, sizes[0], sizes[-1], seed=2)
+    model = fastnn_mlp(sizes, start, 0.01)
+    got = model.predict(x)
+    info = {"workload": "W5", "batch": batch, "unit": "samples/s", "work": batch, "checks": {}}
+    info["checks"]["numpy"] = check_close("numpy", peers.numpy_predict(start, x, sizes), got)
+    impls = {"fastnn": (lambda: model, lambda m: m.predict(x)),
+             "numpy": (lambda: start, lambda p: peers.numpy_predict(p, x, sizes))}
+    if have_torch():
+        torch = peers.torch
+        net = peers.TorchMLP(start, sizes, 0.01)
+        tx = torch.from_numpy(x)
+        info["checks"]["torch"] = check_close("torch", net.predict(tx).numpy(), got)
+        impls["torch"] = (lambda: net, lambda n: n.predict(tx))
+    return impls, info
