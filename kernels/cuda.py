@@ -28,6 +28,7 @@ import numba
 import numpy as np
 from numba import cuda
 
+from . import codes
 from .codes import IDENTITY, LEAKY_RELU, RELU, SIGMOID, SIGN, SOFTPLUS, TANH
 
 TILE = 16  # GEMM tile: (TILE, TILE) threads per block, one output element each
@@ -36,6 +37,8 @@ WARP = 32  # lanes per row in the row-wise kernels (losses, softmax)
 ROWS = 4  # rows per block in the row-wise kernels: blocks of (WARP, ROWS) threads
 BLOCK = 256  # threads per block in the elementwise kernels
 REDUCE = 128  # threads in the one block that sums the per-row losses
+MAX_WIDTH = 128  # the fused MLP: widest layer (input and output included), one thread per unit
+MLP_ROWS = 16  # the fused MLP: batch rows per block, their activations kept in shared memory
 
 # pointwise losses share one row kernel, switched by these local codes
 _BCE, _MSE, _HINGE, _PERCEPTRON = 0, 1, 2, 3
@@ -548,6 +551,54 @@ def _build(dtype):
             v[i] = vi
             params[i] = p - step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps)
 
+    # ----------------------------------------------------------------- fused narrow MLP
+
+    @kernel(A2, A2, A1, L1, L1, L1, L1, nb)
+    def fused_mlp_forward(out, x, params, sizes, w_off, b_off, acts, alpha):
+        """Every layer's forward pass in one launch (tiny-cuda-nn's idea for narrow nets): a
+        block keeps its MLP_ROWS rows' activations in shared memory from the input to the
+        output, so no activation goes to global memory between layers and there is one launch
+        instead of one per layer. Thread j owns unit j of every layer; each weight read (from
+        the flat buffer, coalesced across j) serves four rows held in registers."""
+        a = cuda.shared.array((MLP_ROWS, MAX_WIDTH), nb)
+        h = cuda.shared.array((MLP_ROWS, MAX_WIDTH), nb)
+        j = cuda.threadIdx.x
+        r0 = cuda.blockIdx.x * MLP_ROWS
+        n = x.shape[0]
+        n_layers = sizes.shape[0] - 1
+        fan_in = sizes[0]
+        for r in range(MLP_ROWS):
+            a[r, j] = x[r0 + r, j] if r0 + r < n and j < fan_in else ZERO
+        cuda.syncthreads()
+        for l in range(n_layers):
+            fi, fo, wo, bo, act = sizes[l], sizes[l + 1], w_off[l], b_off[l], acts[l]
+            if j < fo:
+                bias = params[bo + j] if bo >= 0 else ZERO
+                for r in range(0, MLP_ROWS, 4):
+                    acc0 = bias
+                    acc1 = bias
+                    acc2 = bias
+                    acc3 = bias
+                    for i in range(fi):
+                        wij = params[wo + i * fo + j]
+                        acc0 += a[r, i] * wij
+                        acc1 += a[r + 1, i] * wij
+                        acc2 += a[r + 2, i] * wij
+                        acc3 += a[r + 3, i] * wij
+                    h[r, j] = _act(acc0, act, alpha, ZERO, ONE)
+                    h[r + 1, j] = _act(acc1, act, alpha, ZERO, ONE)
+                    h[r + 2, j] = _act(acc2, act, alpha, ZERO, ONE)
+                    h[r + 3, j] = _act(acc3, act, alpha, ZERO, ONE)
+            cuda.syncthreads()  # every read of a is done: this layer's output becomes a
+            if j < fo:
+                for r in range(MLP_ROWS):
+                    a[r, j] = h[r, j]
+            cuda.syncthreads()
+        fo = sizes[n_layers]
+        for r in range(MLP_ROWS):
+            if r0 + r < n and j < fo:
+                out[r0 + r, j] = a[r, j]
+
     return dict(locals()), builds
 
 
@@ -759,3 +810,56 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, decoup
         params, grads, m, v, t(lr / (1.0 - beta1 ** step)),
         t(1.0 / math.sqrt(1.0 - beta2 ** step)), t(beta1), t(beta2), t(1.0 - beta1),
         t(1.0 - beta2), t(eps), t(weight_decay), t(1.0 - lr * weight_decay), bool(decoupled))
+
+
+def apply_loss_on_device(loss_out, dz, z, labels, targets, sample_weight, loss, label_smoothing):
+    """apply_loss writing loss_out[0] on the device (no copy back)."""
+    args = (loss_out, dz, z)
+    if loss == codes.LOSS_SOFTMAX_CE:
+        softmax_cross_entropy_on_device(*args, labels, sample_weight, label_smoothing, True)
+    elif loss in _LABEL_LOSSES:
+        _LABEL_LOSSES[loss](*args, labels, sample_weight, True)
+    else:
+        _TARGET_LOSSES[loss](*args, targets, sample_weight, True)
+
+
+def apply_loss(dz, z, labels, targets, sample_weight, loss, label_smoothing):
+    """The loss named by its code (kernels.codes), mean over the rows of z; labels for the
+    label losses, targets (same shape as z) for the others. Returns the loss, writes dz."""
+    return _to_host(apply_loss_on_device, z, dz, z, labels, targets, sample_weight, loss,
+                    label_smoothing)
+
+
+_LABEL_LOSSES = {codes.LOSS_MULTICLASS_HINGE: multiclass_hinge_on_device,
+                 codes.LOSS_MULTICLASS_PERCEPTRON: multiclass_perceptron_on_device}
+_TARGET_LOSSES = {codes.LOSS_BCE: binary_cross_entropy_on_device, codes.LOSS_MSE: mse_on_device,
+                  codes.LOSS_SOFTMAX_CE_SOFT: softmax_cross_entropy_soft_on_device,
+                  codes.LOSS_KL: kl_divergence_on_device, codes.LOSS_HINGE: hinge_on_device,
+                  codes.LOSS_PERCEPTRON: perceptron_on_device}
+
+
+# --------------------------------------------------------------------------- fused narrow MLP
+
+def _int64_on_device(a):
+    """A small int array (layout, codes) as an int64 device array; device arrays pass as is."""
+    if hasattr(a, "copy_to_host"):
+        return a
+    return cuda.to_device(np.ascontiguousarray(a, dtype=np.int64))
+
+
+def fused_mlp_forward(out, x, params, sizes, w_off, b_off, acts, alpha):
+    """out = the MLP's output for x, all layers in one launch (inference; no CPU twin: the
+    CPU gets the same result from affine_act_forward layer by layer).
+    out (N, sizes[-1]); x (N, sizes[0]); params (P,) laid out as kernels.layout.mlp_layout;
+    sizes (L + 1,), w_off, b_off, acts (L,) int arrays, host or device. Every width must be
+    at most MAX_WIDTH (128): raises ValueError otherwise (use the per-layer kernels)."""
+    host_sizes = sizes.copy_to_host() if hasattr(sizes, "copy_to_host") else np.asarray(sizes)
+    if int(np.max(host_sizes)) > MAX_WIDTH:
+        raise ValueError(f"fused_mlp_forward handles widths up to {MAX_WIDTH}; got layer "
+                         f"sizes {list(map(int, host_sizes))}")
+    n = x.shape[0]
+    if n == 0:
+        return
+    _kernel(params, "fused_mlp_forward")[_blocks(n, MLP_ROWS), MAX_WIDTH](
+        out, x, params, _int64_on_device(sizes), _int64_on_device(w_off),
+        _int64_on_device(b_off), _int64_on_device(acts), _typed(params, alpha))
