@@ -1,6 +1,15 @@
-"""Test-wide settings. Hypothesis is derandomized under CI so a red run is reproducible and a
-green one stays green; locally it explores new examples each run."""
+"""Test-wide settings.
+
+* Hypothesis is derandomized under CI so a red run is reproducible and a green one stays green;
+  locally it explores new examples each run.
+* On a machine without an NVIDIA GPU the CUDA kernel tests run in Numba's CUDA simulator. The
+  variable must be set before numba.cuda is first imported, hence here; it changes nothing but
+  numba.cuda. With a GPU (or NUMBA_ENABLE_CUDASIM set by hand) the same tests run on the device.
+"""
 import os
+
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and not os.path.exists("/dev/nvidiactl"):
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
 from hypothesis import HealthCheck, settings
 
