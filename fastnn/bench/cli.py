@@ -29,15 +29,17 @@ TARGETS = {
 
 
 class Reporter:
-    def __init__(self, out=sys.stdout):
+    """Progress lines (with elapsed time) and report lines, to `out` or the current stdout."""
+
+    def __init__(self, out=None):
         self.out = out
         self.t0 = time.perf_counter()
 
     def progress(self, msg):
-        print(f"[{time.perf_counter() - self.t0:6.1f} s] {msg}", file=self.out, flush=True)
+        self.line(f"[{time.perf_counter() - self.t0:6.1f} s] {msg}")
 
     def line(self, msg=""):
-        print(msg, file=self.out, flush=True)
+        print(msg, file=self.out or sys.stdout, flush=True)
 
 
 def _threads(n):
