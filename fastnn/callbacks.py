@@ -5,6 +5,7 @@ this epoch's numbers ("loss", metrics, "val_loss", "val_<metric>"). Setting
 `model.stop_training = True` ends fit after the current epoch.
 """
 import math
+import time
 
 import numpy as np
 
@@ -28,6 +29,48 @@ class Callback:
 
     def on_train_end(self, logs=None):
         pass
+
+
+class ProgressBar(Callback):
+    """Loss and metrics per epoch: a tqdm bar over the epochs when tqdm is installed, else one
+    line per epoch. fit adds it when verbose > 0. (The fused kernels run a whole epoch per call,
+    so progress is counted in epochs, not batches.)"""
+
+    def __init__(self, epochs, use_tqdm=None, file=None):
+        self.epochs = int(epochs)
+        self.file = file
+        if use_tqdm is None:
+            try:
+                import tqdm  # noqa: F401
+                use_tqdm = True
+            except ImportError:
+                use_tqdm = False
+        self.use_tqdm = use_tqdm
+        self.bar = None
+        self._t0 = None
+
+    def on_train_begin(self, logs=None):
+        if self.use_tqdm:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=self.epochs, unit="epoch", file=self.file, leave=True)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
+            self.bar.update(1)
+            return
+        parts = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+        print(f"Epoch {epoch + 1}/{self.epochs} - {time.perf_counter() - self._t0:.2f}s - {parts}",
+              file=self.file, flush=True)
+
+    def on_train_end(self, logs=None):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 class History(Callback):

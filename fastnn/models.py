@@ -9,7 +9,6 @@ fit picks one of two paths:
 """
 import math
 import numbers
-import time
 
 import numpy as np
 
@@ -430,6 +429,8 @@ class Sequential:
         history.converged = None
         prev_loss = None
         callbacks = [history] + callbacks
+        if verbose:
+            callbacks.append(callbacks_mod.ProgressBar(epochs))
         for cb in callbacks:
             cb.set_model(self)
         self.stop_training = False
@@ -442,7 +443,6 @@ class Sequential:
             np.copyto(last_good, self.params)
             opt_state = {k: np.copy(v) for k, v in self.optimizer.state().items()}
             lr = self.optimizer.lr_at(epoch)
-            t0 = time.perf_counter()
             if fused:
                 loss = self._fused_epoch(x, y, shuffle, lr)
             else:
@@ -459,9 +459,6 @@ class Sequential:
             if val is not None:
                 vlogs = self._evaluate(*val)
                 logs.update({"val_" + k: v for k, v in vlogs.items()})
-            if verbose:
-                parts = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
-                print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - t0:.2f}s - {parts}")
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
             if tol is not None:

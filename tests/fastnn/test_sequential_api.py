@@ -284,3 +284,27 @@ def test_verbose_prints_one_line_per_epoch(capsys):
     assert len(lines) == 3 and lines[0].startswith("Epoch 1/3") and "accuracy" in lines[0]
     model.fit(x, y, epochs=3, verbose=0)
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("use_tqdm", [False, True])
+def test_progress_bar_reports_each_epoch_and_verbose_0_is_silent(use_tqdm, capsys):
+    import io
+
+    x, y = _moons(40)
+    model = _mlp()
+    model.compile(loss="softmax_cross_entropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    assert capsys.readouterr().out == ""
+    buf = io.StringIO()
+    bar = fn.callbacks.ProgressBar(3, use_tqdm=use_tqdm, file=buf)
+    model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[bar])
+    text = buf.getvalue()
+    if use_tqdm:
+        assert "3/3" in text and "accuracy" in text
+    else:
+        assert [line.split(" - ")[0] for line in text.strip().splitlines()] == [
+            "Epoch 1/3", "Epoch 2/3", "Epoch 3/3"]
+        assert "loss: " in text and "accuracy: " in text
+    model.fit(x, y, epochs=1, batch_size=8, verbose=1)  # tqdm writes to stderr, lines to stdout
+    captured = capsys.readouterr()
+    assert "Epoch 1/1" in captured.out or "1/1" in captured.err
