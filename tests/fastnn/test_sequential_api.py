@@ -275,17 +275,6 @@ def test_divergence_raises_and_keeps_last_finite_weights():
     np.testing.assert_array_equal(model.params, starts[-1])
 
 
-def test_verbose_prints_one_line_per_epoch(capsys):
-    x, y = _moons(20)
-    model = _mlp()
-    model.compile(loss="softmax_cross_entropy", metrics=["accuracy"])
-    model.fit(x, y, epochs=3, verbose=1)
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3 and lines[0].startswith("Epoch 1/3") and "accuracy" in lines[0]
-    model.fit(x, y, epochs=3, verbose=0)
-    assert capsys.readouterr().out == ""
-
-
 @pytest.mark.parametrize("use_tqdm", [False, True])
 def test_progress_bar_reports_each_epoch_and_verbose_0_is_silent(use_tqdm, capsys):
     import io
