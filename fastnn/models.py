@@ -32,7 +32,7 @@ def check_x(x, name="x", n_features=None, dtype=np.float32):
     if isinstance(x, (str, bytes)) or x is None:
         raise TypeError(f"{name} must be a numeric array of shape (n_samples, n_features), "
                         f"got {type(x).__name__}")
-    x = np.asarray(x)
+    x = losses_mod.as_array(x, name)
     if x.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold numbers, got dtype {x.dtype}")
     if x.ndim != 2:
@@ -42,16 +42,20 @@ def check_x(x, name="x", n_features=None, dtype=np.float32):
         raise ValueError(f"{name} is empty (shape {x.shape})")
     if n_features is not None and x.shape[1] != n_features:
         raise ValueError(f"{name} has {x.shape[1]} features but the model expects {n_features}")
-    x = np.ascontiguousarray(x, dtype=dtype)
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name} contains NaN or infinite values")
+    raw = x
+    with np.errstate(over="ignore"):  # an overflowing cast is reported below, by name
+        x = np.ascontiguousarray(x, dtype=dtype)
+    if not cpu.all_finite(x.reshape(-1)):  # one pass, no boolean temporary
+        if raw.dtype.kind == "f" and not np.all(np.isfinite(raw)):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        raise ValueError(f"{name} has values too large for the model's {np.dtype(dtype).name}")
     return x
 
 
 def _check_sample_weight(sw, n, dtype, name="sample_weight"):
     if sw is None:
         return None
-    sw = np.asarray(sw)
+    sw = losses_mod.as_array(sw, name)
     if sw.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold numbers, got dtype {sw.dtype}")
     if sw.shape != (n,):
@@ -87,6 +91,11 @@ class Sequential:
         Seeds np.random.default_rng, used for the initial weights and for shuffling, so the
         same seed gives a bitwise identical fit on the CPU.
     dtype : {"float32", "float64"}, default "float32"
+    device : {"cpu", "cuda", "auto"}, default "cpu"
+        Where fit, evaluate and predict run (fastnn.cuda_backend): "cuda" keeps data,
+        parameters and optimizer state on the GPU for the whole fit and raises
+        cuda_backend.DeviceUnavailableError when no GPU is usable; "auto" picks the GPU when
+        one is usable, else the CPU. `params` stays the host copy, refreshed after each fit.
 
     Attributes
     ----------
@@ -95,7 +104,7 @@ class Sequential:
         Each layer's W and b are views into it.
     """
 
-    def __init__(self, layers, seed=0, dtype="float32"):
+    def __init__(self, layers, seed=0, dtype="float32", device="cpu"):
         layers = list(layers)
         if not layers:
             raise ValueError("layers must hold at least one Dense layer")
@@ -114,6 +123,9 @@ class Sequential:
             raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        from .cuda_backend import resolve_device
+        self._device = resolve_device(device)  # "cpu" or "cuda": what runs the kernels
+        self.device = device.lower()
         self.layers = layers
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
@@ -202,7 +214,9 @@ class Sequential:
 
     def _check_xy(self, x, y, sample_weight=None, names=("x", "y", "sample_weight")):
         n_features = self.layers[0].input_dim if not self.built else int(self.sizes[0])
-        x = check_x(x, names[0], n_features, self.dtype)
+        x = self._check_x(x, names[0], n_features)
+        from .cuda_backend import to_host  # GPU labels/targets are validated on the host
+        y, sample_weight = to_host(y), to_host(sample_weight)
         y, kernel = self.loss.prepare(y, self.n_outputs, self.dtype, names[1])
         if y.shape[0] != x.shape[0]:
             raise ValueError(f"{names[0]} and {names[1]} have different lengths: "
@@ -245,8 +259,19 @@ class Sequential:
 
     # ------------------------------------------------------------------ forward
 
+    def _check_x(self, x, name, n_features):
+        """check_x, also for GPU arrays (torch, cupy, numba: __cuda_array_interface__), which a
+        cuda model uses where they lie and a cpu model copies to the host."""
+        from .cuda_backend import check_x as device_check_x, is_cuda_array
+        if is_cuda_array(x):
+            return device_check_x(self, x, name, n_features)
+        return check_x(x, name, n_features, self.dtype)
+
     def _forward(self, x):
         """Logits for x (allocates: inference, not the training step)."""
+        if self._device == "cuda":
+            from .cuda_backend import predict
+            return predict(self, x)
         a = x
         for layer in self.layers:
             out = np.empty((a.shape[0], layer.units), self.dtype)
@@ -424,6 +449,10 @@ class Sequential:
             self.optimizer.build(self.params.size, self.dtype)
         n = x.shape[0]
         bs = n if batch_size is None else min(batch_size, n)
+        if self._device == "cuda":  # the same loop with everything kept on the GPU
+            from .cuda_backend import fit as cuda_fit
+            return cuda_fit(self, x, y, sw, kernel, val, epochs, bs, shuffle, callbacks,
+                            verbose, tol)
         fused = self._fusable(bs, sw)
         history = callbacks_mod.History()
         history.converged = None
@@ -513,6 +542,9 @@ class Sequential:
         return out
 
     def _evaluate(self, x, y, sw, kernel):
+        if self._device == "cuda":
+            from .cuda_backend import evaluate
+            return evaluate(self, x, y, sw, kernel)
         z = self._forward(x)
         dz = np.empty_like(z)
         loss = kernel(dz, z, y, np.zeros(0, self.dtype) if sw is None else sw)
@@ -529,7 +561,7 @@ class Sequential:
     def predict(self, x):
         """The last layer's output (logits) of shape (n_samples, n_outputs)."""
         self._require_built("predict")
-        return self._forward(check_x(x, "x", int(self.sizes[0]), self.dtype))
+        return self._forward(self._check_x(x, "x", int(self.sizes[0])))
 
     def predict_proba(self, x):
         """Class probabilities: softmax of the logits for softmax cross-entropy and KL, one
@@ -628,7 +660,7 @@ class Sequential:
 
     def get_config(self):
         return {"layers": [l.get_config() for l in self.layers], "seed": self.seed,
-                "dtype": self.dtype.name}
+                "dtype": self.dtype.name, "device": self.device}
 
     def save(self, path):
         """Save architecture, weights and optimizer state to an .npz (see fastnn.io.save)."""

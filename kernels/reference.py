@@ -105,6 +105,13 @@ def weight_grad(dw, db, x, dpre):
         db += dpre.sum(axis=0)
 
 
+# --------------------------------------------------------------------------- validation
+
+def all_finite(a):
+    """True when no element of the 1-D array a is NaN or infinite."""
+    return bool(np.all(np.isfinite(a)))
+
+
 # --------------------------------------------------------------------------- losses
 
 def _reduce(per_sample, dz, sample_weight, mean):

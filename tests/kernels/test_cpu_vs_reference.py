@@ -214,3 +214,14 @@ def test_adam_update(dtype, decoupled, weight_decay, p):
     assert_close(params, params_r, dtype)
     assert_close(m, m_r, dtype)
     assert_close(v, v_r, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [0, 1, 4095, 4096, 4097, 10_007])
+@pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", [0, -1, "middle"])
+def test_all_finite(dtype, n, bad, where):
+    a = np.random.default_rng(n).standard_normal(n).astype(dtype) * 1e30
+    if bad is not None and n:
+        a[n // 2 if where == "middle" else where] = bad
+    assert cpu.all_finite(a) == ref.all_finite(a) == (bad is None or n == 0)
