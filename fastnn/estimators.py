@@ -21,7 +21,8 @@ import time
 import numpy as np
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import validate_data as _sklearn_validate_data
 
 from .kernels import cpu
 from .layers import LEAKY_ALPHA, L2, Dense
@@ -45,6 +46,25 @@ def fit_guard(fit):
     return guarded
 
 
+def validate_data(estimator, X="no_validation", y="no_validation", **kwargs):
+    """scikit-learn's validate_data, with a failed conversion to an array (a ragged list, a
+    tensor that refuses NumPy, such as a GPU tensor or one requiring grad) reported as a
+    TypeError that names X or y instead of the converter's own error. Arrays come back
+    C-contiguous, so a Fortran-ordered or strided X gives bitwise the fit and predictions of
+    its C-ordered copy (BLAS and LAPACK round differently per layout)."""
+    kwargs.setdefault("order", "C")
+    try:
+        return _sklearn_validate_data(estimator, X, y, **kwargs)
+    except (TypeError, ValueError, RuntimeError) as e:
+        for name, a in (("X", X), ("y", y)):
+            try:
+                np.asarray(a)
+            except (TypeError, ValueError, RuntimeError) as bad:
+                raise TypeError(f"{name} must be a rectangular numeric array (NumPy-convertible, "
+                                f"on the CPU), got {type(a).__name__}: {bad}") from e
+        raise
+
+
 def seed_from(random_state):
     """The int seed Sequential takes, drawn from a scikit-learn random_state."""
     return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
@@ -65,7 +85,9 @@ def check_sample_weight(sample_weight, n):
     if sample_weight is None:
         return None
     from sklearn.utils.validation import _check_sample_weight
-    return _check_sample_weight(sample_weight, np.empty((n, 1)), dtype=np.float64)
+    # negative weights have no meaning here (and √w in LinearRegression's solve would be NaN)
+    return _check_sample_weight(sample_weight, np.empty((n, 1)), dtype=np.float64,
+                                ensure_non_negative=True)
 
 
 def check_predict_data(estimator, X):

@@ -8,7 +8,6 @@ mid-save leaves the previous checkpoint intact.
 import json
 import os
 import tempfile
-import zipfile
 
 import numpy as np
 
@@ -50,7 +49,7 @@ def save(model, path):
         for key, value in opt.state().items():
             if value is not None:
                 arrays["opt_" + key] = value
-    path = os.fspath(path)
+    path = _fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".fastnn-", suffix=".tmp")
     try:
@@ -66,8 +65,12 @@ def save(model, path):
         raise
 
 
-def load(path):
+def load(path, device=None):
     """Read a model written by `save`; compiled again when it was compiled.
+
+    device : {"cpu", "cuda", "auto"} or None, default None
+        Where the loaded model runs; None means the device it was saved with (checkpoints
+        without one load on the CPU).
 
     Raises
     ------
@@ -75,17 +78,20 @@ def load(path):
         When the file is truncated, not an .npz, or not a fastnn checkpoint of a known version.
     """
     from .models import Sequential
-    path = os.fspath(path)
+    path = _fspath(path)
     try:
         with np.load(path, allow_pickle=False) as f:
             data = {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-        if isinstance(e, FileNotFoundError):
-            raise
-        raise ValueError(f"{path!r} is not a readable fastnn checkpoint (truncated or not an "
-                         f".npz file): {e}") from e
-    if "format" not in data or str(data["format"]) != FORMAT:
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001  any parse failure of untrusted bytes means "damaged"
+        raise ValueError(f"{path!r} is not a readable fastnn checkpoint (truncated, damaged or "
+                         f"not an .npz file): {e!r}") from e
+    if "format" not in data or data["format"].shape != () or str(data["format"]) != FORMAT:
         raise ValueError(f"{path!r} is not a fastnn checkpoint")
+    if "version" not in data or data["version"].shape != () \
+            or data["version"].dtype.kind not in "iu":
+        raise ValueError(f"{path!r} is a damaged fastnn checkpoint: no integer version")
     version = int(data["version"])
     if version != VERSION:
         raise ValueError(f"{path!r} has checkpoint format version {version}; this fastnn reads "
@@ -94,12 +100,14 @@ def load(path):
         meta = json.loads(str(data["meta"]))
         cfg = meta["model"]
         model = Sequential([Dense(**layer) for layer in cfg["layers"]], seed=cfg["seed"],
-                           dtype=cfg["dtype"])
+                           dtype=cfg["dtype"],
+                           device=cfg.get("device", "cpu") if device is None else device)
         if not model.built:
             model.build(meta["input_dim"])
-        if data["params"].shape != model.params.shape:
-            raise ValueError(f"params has shape {data['params'].shape}, the architecture needs "
-                             f"{model.params.shape}")
+        if data["params"].shape != model.params.shape or data["params"].dtype != model.dtype:
+            raise ValueError(f"params is {data['params'].dtype} of shape "
+                             f"{data['params'].shape}, the architecture needs {model.dtype} of "
+                             f"shape {model.params.shape}")
         model.params[...] = data["params"]
         model.rng.bit_generator.state = meta["rng_state"]
         if "loss" in meta:
@@ -110,6 +118,13 @@ def load(path):
             loss = losses.LOSSES[meta["loss"]["name"]](**meta["loss"]["config"])
             model.compile(optimizer=opt, loss=loss, metrics=meta["metrics"])
             model._set_optimizer_state({k[4:]: v for k, v in data.items() if k.startswith("opt_")})
-    except (KeyError, TypeError, json.JSONDecodeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
         raise ValueError(f"{path!r} is a damaged fastnn checkpoint: {e!r}") from e
     return model
+
+
+def _fspath(path):
+    try:
+        return os.fspath(path)
+    except TypeError:
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}") from None

@@ -22,11 +22,10 @@ import numpy as np
 import scipy.linalg
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import validate_data
 
 from . import callbacks, optim
 from .estimators import (check_classifier_data, check_predict_data, check_sample_weight,
-                         fit_guard, seed_from, train_linear)
+                         fit_guard, seed_from, train_linear, validate_data)
 
 __all__ = ["LinearRegression", "LogisticRegression", "SoftmaxRegression", "Perceptron",
            "LinearSVM"]

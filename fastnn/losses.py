@@ -12,8 +12,18 @@ import numpy as np
 from .kernels import codes, cpu
 
 
+def as_array(a, name):
+    """np.asarray(a), with a failed conversion (a ragged list, a tensor that refuses NumPy, such
+    as one on a GPU or one that requires grad) reported as a TypeError naming the argument."""
+    try:
+        return np.asarray(a)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{name} must be a rectangular numeric array (NumPy-convertible, on the "
+                        f"CPU), got {type(a).__name__}: {e}") from None
+
+
 def _numeric(y, name):
-    y = np.asarray(y)
+    y = as_array(y, name)
     if y.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold numbers, got dtype {y.dtype}")
     if y.size == 0:
@@ -52,7 +62,11 @@ def check_targets(y, n_outputs, dtype, name="y"):
     if y.ndim != 2 or y.shape[1] != n_outputs:
         raise ValueError(f"{name} must have shape (n_samples, {n_outputs}) to match the model's "
                          f"{n_outputs} outputs, got shape {y.shape}")
-    return np.ascontiguousarray(y, dtype=dtype)
+    with np.errstate(over="ignore"):  # an overflowing cast is reported below, by name
+        t = np.ascontiguousarray(y, dtype=dtype)
+    if not np.all(np.isfinite(t)):
+        raise ValueError(f"{name} has values too large for the model's {np.dtype(dtype).name}")
+    return t
 
 
 def _binary_targets(y, n_outputs, dtype, name, allowed):
@@ -80,9 +94,37 @@ class LossKernel:
         return np.zeros(0, np.int64), y
 
     def __call__(self, dz, z, y, sample_weight):
+        self._check_call(dz, z, y, sample_weight)
         labels, targets = self.split(y, z.dtype)
         return cpu.apply_loss(dz, z, labels, targets, sample_weight, self.code,
                               self.label_smoothing)
+
+    def _check_call(self, dz, z, y, sample_weight):
+        """The kernels index z, dz, y and sample_weight unchecked: a short y or a label past
+        z's columns would read or write out of bounds, so check shapes and the label range
+        (O(N), small beside the forward pass that made z)."""
+        for name, a in (("dz", dz), ("z", z), ("y", y), ("sample_weight", sample_weight)):
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"{name} must be a NumPy array, got {type(a).__name__}")
+        if z.ndim != 2 or z.dtype not in (np.float32, np.float64):
+            raise ValueError(f"z must be 2-D float32 or float64 logits, got {z.dtype} of shape "
+                             f"{z.shape}")
+        if dz.shape != z.shape or dz.dtype != z.dtype or not dz.flags.writeable:
+            raise ValueError(f"dz must be a writeable {z.dtype} array of z's shape {z.shape}, "
+                             f"got {dz.dtype} of shape {dz.shape}")
+        n, k = z.shape
+        if self.takes_labels:
+            if y.shape != (n,) or y.dtype != np.int64:
+                raise ValueError(f"y must be int64 labels of shape ({n},) (from prepare), got "
+                                 f"{y.dtype} of shape {y.shape}")
+            if n and (y.min() < 0 or y.max() >= k):
+                raise ValueError(f"y holds labels outside [0, {k}) for z with {k} columns")
+        elif y.shape != z.shape or y.dtype != z.dtype:
+            raise ValueError(f"y must be {z.dtype} targets of z's shape {z.shape} (from "
+                             f"prepare), got {y.dtype} of shape {y.shape}")
+        if sample_weight.shape not in ((0,), (n,)) or sample_weight.dtype != z.dtype:
+            raise ValueError(f"sample_weight must be {z.dtype} of shape (0,) or ({n},), got "
+                             f"{sample_weight.dtype} of shape {sample_weight.shape}")
 
 
 class Loss:

@@ -476,11 +476,17 @@ class Sequential:
                 loss = self._fused_epoch(x, y, shuffle, lr)
             else:
                 loss = self._minibatch_epoch(x, y, sw, kernel, bs, shuffle, lr)
-            if not math.isfinite(loss):
+            # the loss is measured before each step, so the epoch's last update can overflow
+            # the weights (or the optimizer's moments) while the loss still reads finite
+            finite = math.isfinite(loss) and np.all(np.isfinite(self.params)) and all(
+                np.all(np.isfinite(v)) for v in self.optimizer.state().values())
+            if not finite:
                 np.copyto(self.params, last_good)
                 self._set_optimizer_state(opt_state)
+                what = (f"the training loss became {loss}" if not math.isfinite(loss)
+                        else "the weights became NaN or infinite")
                 raise DivergenceError(
-                    f"the training loss became {loss} in epoch {epoch + 1}; the weights from "
+                    f"{what} in epoch {epoch + 1}; the weights from "
                     "the start of that epoch were restored. Lower the learning rate, scale the "
                     "inputs, or clip the targets.")
             logs = {"loss": loss}

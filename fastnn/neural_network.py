@@ -18,11 +18,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import validate_data
 
 from . import callbacks, optim
 from .estimators import (check_classifier_data, check_predict_data, fit_guard, forward,
-                         seed_from)
+                         seed_from, validate_data)
 from .kernels import codes
 from .layers import L2, Dense
 from .models import Sequential
@@ -86,6 +85,7 @@ class _BaseMLP(BaseEstimator):
         "beta_2": [Interval(Real, 0, 1, closed="left")],
         "epsilon": [Interval(Real, 0, None, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "device": [StrOptions({"cpu", "cuda", "auto"})],
     }
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
@@ -93,7 +93,7 @@ class _BaseMLP(BaseEstimator):
                  learning_rate_init=1e-3, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, momentum=0.9, nesterovs_momentum=True,
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10):
+                 epsilon=1e-8, n_iter_no_change=10, device="cpu"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -114,6 +114,7 @@ class _BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.device = device
 
     def _hidden(self):
         sizes = self.hidden_layer_sizes
@@ -150,7 +151,7 @@ class _BaseMLP(BaseEstimator):
         reg = L2(self.alpha / (2.0 * bs)) if self.alpha > 0 else None
         layers = [Dense(h, activation=self.activation, kernel_regularizer=reg) for h in hidden]
         layers.append(Dense(n_outputs, kernel_regularizer=reg))
-        model = Sequential(layers, seed=seed, dtype="float64")
+        model = Sequential(layers, seed=seed, dtype="float64", device=self.device)
         model.compile(optimizer=self._optimizer(), loss=loss)
         stop = _SklearnStopping(self, validation)
         model.fit(X, T, epochs=self.max_iter, batch_size=bs, shuffle=self.shuffle, verbose=0,
@@ -191,7 +192,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     Parameters are scikit-learn's MLPClassifier's (hidden_layer_sizes, activation, solver in
     {"sgd", "adam"}, alpha, batch_size, learning_rate, learning_rate_init, power_t, max_iter,
     shuffle, random_state, tol, momentum, nesterovs_momentum, early_stopping,
-    validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change) with the same defaults.
+    validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change) with the same defaults,
+    plus fastnn's `device` ("cpu", "cuda" or "auto"; see fastnn.Sequential) for the training.
 
     Attributes
     ----------

@@ -519,6 +519,18 @@ def _build(dtype):
         if t == 0:
             total[0] = buf[0]
 
+    # ----------------------------------------------------------------- validation
+
+    @kernel(L1, A1)
+    def flag_nonfinite(flag, a):
+        """flag[0] = 1 when some element of a is NaN or infinite; every writer writes the
+        same value, so the race between them is harmless."""
+        i = cuda.grid(1)
+        if i < a.shape[0]:
+            v = a[i]
+            if v * ZERO != ZERO:  # x * 0 is 0 for finite x, NaN otherwise
+                flag[0] = 1
+
     # ----------------------------------------------------------------- optimizers
 
     @kernel(A1, A1, A1, nb, nb, BOOL, nb)
@@ -630,6 +642,16 @@ def _elementwise(name, like, *args):
     n = like.shape[0] * like.shape[1]
     if n > 0:
         _kernel(like, name)[_blocks(n, BLOCK), BLOCK](*args)
+
+
+# --------------------------------------------------------------------------- validation
+
+def all_finite(a):
+    """True when no element of the 1-D device array a is NaN or infinite."""
+    flag = cuda.to_device(np.zeros(1, np.int64))
+    if a.shape[0] > 0:
+        _kernel(a, "flag_nonfinite")[_blocks(a.shape[0], BLOCK), BLOCK](flag, a)
+    return int(flag.copy_to_host()[0]) == 0
 
 
 # --------------------------------------------------------------------------- activations

@@ -305,3 +305,13 @@ def test_fused_mlp_forward_matches_the_layer_by_layer_forward(dtype, sizes, acts
     with pytest.raises(ValueError, match="up to 128"):
         gpu.fused_mlp_forward(got, dev(x), dev(params), np.array([5, 129, 3]), w_off, b_off,
                               acts, 0.1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf])
+def test_all_finite_matches_cpu(dtype, bad):
+    a = np.random.default_rng(0).standard_normal(37).astype(dtype)
+    if bad is not None:
+        a[17] = bad
+    assert gpu.all_finite(cuda.to_device(a)) == cpu.all_finite(a) == (bad is None)
+    assert gpu.all_finite(cuda.to_device(a[:0]))
