@@ -63,6 +63,22 @@ def save(model, path):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory):
+    """Make the rename itself durable: without fsync on the directory a power loss right after
+    save can bring back the old entry. Not every platform can open a directory (Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load(path, device=None):

@@ -585,6 +585,18 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, decoup
 
 # --------------------------------------------------------------------------- fused epoch
 
+@njit(cache=True)
+def _layer_views(buf, sizes, w_off, b_off):
+    """Per-layer (fan_in, fan_out) weight views and (fan_out,) bias views into the flat buffer
+    (kernels.layout.mlp_layout); an empty bias view where a layer has none."""
+    n_layers = sizes.shape[0] - 1
+    ws = [buf[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].reshape((sizes[l], sizes[l + 1]))
+          for l in range(n_layers)]
+    bs = [buf[b_off[l]:b_off[l] + sizes[l + 1]] if b_off[l] >= 0 else buf[:0]
+          for l in range(n_layers)]
+    return ws, bs
+
+
 @njit(cache=True, inline="always")
 def _forward_rows(p, a, w, fan_in, fan_out, zero):
     """p[:fan_out] = a[:fan_in] @ w, four input rows per sweep so p is loaded and stored a
@@ -627,10 +639,7 @@ def sgd_epoch(params, x, labels, targets, order, sizes, w_off, b_off, acts, alph
     width = 0
     for l in range(sizes.shape[0]):
         width = max(width, sizes[l])
-    ws = [params[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].reshape((sizes[l], sizes[l + 1]))
-          for l in range(n_layers)]
-    bs = [params[b_off[l]:b_off[l] + sizes[l + 1]] if b_off[l] >= 0 else params[:0]
-          for l in range(n_layers)]
+    ws, bs = _layer_views(params, sizes, w_off, b_off)
     pre = np.zeros((n_layers, width), params.dtype)
     out = np.zeros((n_layers, width), params.dtype)
     delta = np.zeros(width, params.dtype)
@@ -806,14 +815,8 @@ def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_we
     dtype = params.dtype
     lr, momentum, nesterov, weight_decay = hyper[0], hyper[1], hyper[2] != 0.0, hyper[3]
     beta1, beta2, eps, decoupled = hyper[4], hyper[5], hyper[6], hyper[7] != 0.0
-    ws = [params[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].reshape((sizes[l], sizes[l + 1]))
-          for l in range(n_layers)]
-    bs = [params[b_off[l]:b_off[l] + sizes[l + 1]] if b_off[l] >= 0 else params[:0]
-          for l in range(n_layers)]
-    dws = [grads[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].reshape((sizes[l], sizes[l + 1]))
-           for l in range(n_layers)]
-    dbs = [grads[b_off[l]:b_off[l] + sizes[l + 1]] if b_off[l] >= 0 else grads[:0]
-           for l in range(n_layers)]
+    ws, bs = _layer_views(params, sizes, w_off, b_off)
+    dws, dbs = _layer_views(grads, sizes, w_off, b_off)
     two_l2 = np.empty(n_layers, dtype)
     for l in range(n_layers):
         two_l2[l] = 2.0 * l2[l]

@@ -48,6 +48,18 @@ def _threads(n):
     return threadpool_limits(limits=n)
 
 
+def _torch_at(impls, name, threads):
+    """Run the torch implementation `name` (if present) with torch's pool at `threads`."""
+    if name not in impls:
+        return
+    setup, run = impls[name]
+
+    def run_at(arg):
+        with W.peers.torch_threads(threads):
+            run(arg)
+    impls[name] = (setup, run_at)
+
+
 def run_group(key, impls, info, rounds, rep, min_seconds=0.0):
     rep.progress(f"{key}: timing {', '.join(impls)} ({rounds} interleaved rounds)")
     times = interleaved(impls, rounds, min_seconds=min_seconds)
@@ -118,13 +130,7 @@ def run_suite(cfg, only=None, rep=None, out_dir=None):
                 impls, info = W.w2_minibatch(cfg)
                 info["sgemm_gflops"] = W.sgemm_gflops()
                 info["threads"] = threads
-                if W.have_torch():
-                    torch_impl = impls["torch eager"]
-
-                    def torch_run(arg, run=torch_impl[1], threads=threads):
-                        with W.peers.torch_threads(threads):
-                            run(arg)
-                    impls["torch eager"] = (torch_impl[0], torch_run)
+                _torch_at(impls, "torch eager", threads)
                 g = run_group(f"W2 {threads} thread{'s' * (threads > 1)}", impls, info,
                               cfg.rounds, rep)
             results["groups"].append(g)
@@ -141,13 +147,7 @@ def run_suite(cfg, only=None, rep=None, out_dir=None):
                     with_torch = width in cfg.w3_torch_widths
                     rep.progress(f"W3: w={width} batch={batch}")
                     impls, info = W.w3_step(cfg, width, batch, with_torch)
-                    if "torch eager" in impls:
-                        setup, run = impls["torch eager"]
-
-                        def torch_run(arg, run=run):
-                            with W.peers.torch_threads(1):
-                                run(arg)
-                        impls["torch eager"] = (setup, torch_run)
+                    _torch_at(impls, "torch eager", 1)
                     g = run_group(f"W3 w={width} b={batch}", impls, info, cfg.rounds, rep,
                                   min_seconds=cfg.w3_min_seconds)
                     step = g["rows"]["fastnn"]["median_s"] / info["steps"]
@@ -198,13 +198,7 @@ def run_suite(cfg, only=None, rep=None, out_dir=None):
             with _threads(1):
                 impls, info = W.w5_inference(cfg, batch)
                 info["title"] = "inference, 784-256-256-10, 1 thread"
-                if "torch" in impls:
-                    setup, run = impls["torch"]
-
-                    def torch_run(arg, run=run):
-                        with W.peers.torch_threads(1):
-                            run(arg)
-                    impls["torch"] = (setup, torch_run)
+                _torch_at(impls, "torch", 1)
                 g = run_group(f"W5 batch {batch}", impls, info, cfg.rounds, rep,
                               min_seconds=cfg.w5_min_seconds)
             results["groups"].append(g)

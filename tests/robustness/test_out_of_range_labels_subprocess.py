@@ -118,7 +118,8 @@ CASES = {
         y, k = losses.SoftmaxCrossEntropy().prepare(np.array([0, 9, 9]), 10, np.float32)
         z = np.zeros((3, 2), np.float32)
         calls = [lambda: k(np.empty_like(z), z, y, sw),
-                 lambda: k(np.empty((5000, 10), np.float32), np.zeros((5000, 10), np.float32), y, sw),
+                 lambda: k(np.empty((5000, 10), np.float32), np.zeros((5000, 10), np.float32),
+                           y, sw),
                  lambda: k(np.empty((1, 1), np.float32), np.zeros((3, 10), np.float32), y, sw),
                  lambda: k(np.empty((3, 10), np.float32), np.zeros((3, 10), np.float32), y,
                            np.ones(2, np.float32)),
