@@ -20,7 +20,10 @@ The fit on the GPU (`fit`, called by Sequential.fit once the call is validated):
     per-layer views into them. They stay there for the whole fit;
   * each epoch uploads the shuffled visiting order (N int64, drawn by the model's generator on
     the host, so a cuda fit makes the same shuffles as the CPU fit with the same seed), then
-    per batch: the rows are gathered on the device, forward with kernels.cuda
+    per batch: the rows are gathered on the device; a narrow network (every width <= 128,
+    softmax cross-entropy or MSE; FUSED_MLP) then takes kernels.cuda.fused_mlp_train_step:
+    one launch for the forward, the loss gradient and the delta recursion, then the per-layer
+    weight_grad GEMMs; any other network runs the per-layer kernels: forward with kernels.cuda
     affine_act_forward, the loss with apply_loss_on_device writing the batch's loss into a
     device vector of per-batch losses, backward with affine_act_backward + weight_grad into
     the flat gradient buffer, the L2 terms, then one sgd_update / adam_update launch over all
@@ -46,6 +49,10 @@ import numpy as np
 DEVICES = ("cpu", "cuda", "auto")
 INSTALL_HINT = "pip install 'fastnn-numba[cuda]'"
 BLOCK = 256
+# narrow networks (every width <= kernels.cuda.MAX_WIDTH, softmax cross-entropy or MSE) train
+# with kernels.cuda.fused_mlp_train_step: one launch for the forward, the loss gradient and the
+# delta recursion; False forces the per-layer kernels (tests compare the two)
+FUSED_MLP = True
 cuda = None  # numba.cuda once a model asks for the GPU (_kernels)
 
 
@@ -197,7 +204,7 @@ def check_x(model, x, name, n_features):
         raise ValueError(f"{name} is empty (shape {tuple(xd.shape)})")
     if n_features is not None and xd.shape[1] != n_features:
         raise ValueError(f"{name} has {xd.shape[1]} features but the model expects {n_features}")
-    k = _kernels()
+    k = _kernels(model.dtype)
     if xd.dtype != model.dtype or not _c_contiguous(xd):
         cuda = _import_cuda()
         out = cuda.device_array(tuple(xd.shape), model.dtype)
@@ -212,9 +219,6 @@ def check_x(model, x, name, n_features):
 
 # --------------------------------------------------------------------------- small kernels
 
-_KERNELS = None
-
-
 def _grid(n):
     return max(1, (n + BLOCK - 1) // BLOCK)
 
@@ -227,83 +231,15 @@ def _launch(n):
     return max(1, (n + threads - 1) // threads), threads
 
 
-class _Small:
-    pass
-
-
-def _kernels():
-    """The helper kernels of the device fit (compiled lazily, per argument types)."""
-    global _KERNELS, cuda
-    if _KERNELS is not None:
-        return _KERNELS
-    # a module global, not a local: the simulator swaps the kernels' global `cuda` for its own
+def _kernels(dtype):
+    """The helper kernels of the device fit for one dtype (gather_rows, gather,
+    gather_labels, fill, axpy, sumsq_into, cast2, count_nonfinite): kernels.cuda builds them
+    with every other kernel, per dtype (so the PTX check compiles them too, and a float32
+    model's helpers stay float32)."""
+    global cuda
     cuda = _import_cuda()
-    k = _Small()
-
-    @cuda.jit
-    def gather_rows(dst, src, order, start, m):
-        """dst[r, :] = src[order[start + r], :] for r < m, one thread per element."""
-        i = cuda.grid(1)
-        cols = dst.shape[1]
-        if i < m * cols:
-            r = i // cols
-            c = i - r * cols
-            dst[r, c] = src[order[start + r], c]
-
-    @cuda.jit
-    def gather(dst, src, order, start, m):
-        i = cuda.grid(1)
-        if i < m:
-            dst[i] = src[order[start + i]]
-
-    @cuda.jit
-    def fill(a, value):
-        i = cuda.grid(1)
-        if i < a.shape[0]:
-            a[i] = value
-
-    @cuda.jit
-    def axpy(y, x, c):
-        """y += c x (the L2 gradient 2 λ W into dW)."""
-        i = cuda.grid(1)
-        if i < y.shape[0]:
-            y[i] += c * x[i]
-
-    @cuda.jit
-    def sumsq_into(out, w, scale):
-        """out[0] += scale Σ w² (float64 out), grid-stride partial sums and one atomic each."""
-        i = cuda.grid(1)
-        stride = cuda.gridsize(1)
-        acc = 0.0
-        for j in range(i, w.shape[0], stride):
-            acc += float(w[j]) * float(w[j])
-        if acc != 0.0:
-            cuda.atomic.add(out, 0, acc * scale)
-
-    @cuda.jit
-    def cast2(dst, src):
-        i = cuda.grid(1)
-        cols = dst.shape[1]
-        if i < dst.shape[0] * cols:
-            r = i // cols
-            c = i - r * cols
-            dst[r, c] = src[r, c]
-
-    @cuda.jit
-    def count_nonfinite(bad, a):
-        i = cuda.grid(1)
-        cols = a.shape[1]
-        if i < a.shape[0] * cols:
-            r = i // cols
-            v = a[r, i - r * cols]
-            if not (v - v == 0):  # NaN and ±inf give NaN; ints give 0
-                cuda.atomic.add(bad, 0, 1)
-
-    for name, fn in list(locals().items()):
-        if name != "k":
-            setattr(k, name, fn)
-    _KERNELS = k
-    return k
+    from .kernels import cuda as kc
+    return kc.namespace(dtype)
 
 
 # --------------------------------------------------------------------------- device state
@@ -315,7 +251,7 @@ class _DeviceModel:
     def __init__(self, model):
         from .kernels import cuda as kc
         from .layers import LEAKY_ALPHA
-        self.cuda, self.kc, self.k = _import_cuda(), kc, _kernels()
+        self.cuda, self.kc, self.k = _import_cuda(), kc, _kernels(model.dtype)
         self.model, self.alpha = model, LEAKY_ALPHA
         self.dtype = model.dtype
         self.params = self.cuda.to_device(model.params)
@@ -363,11 +299,10 @@ class _DeviceModel:
                 if layer.kernel_regularizer]
         if not regs:
             return 0.0
-        out = self.cuda.to_device(np.zeros(1, np.float64))
-        for l, lam in regs:
+        out = self.cuda.to_device(np.zeros(1, self.dtype))
+        for l, lam in regs:  # one block per layer, in order: deterministic
             w = self.ws[l].reshape(self.ws[l].size)
-            self.k.sumsq_into[min(_grid(w.size), 64), min(BLOCK, _launch(w.size)[1])](
-                out, w, float(lam))
+            self.k.sumsq_into[1, self.kc.REDUCE](out, w, self.dtype.type(lam))
         return float(out.copy_to_host()[0])
 
     def evaluate(self, xd, labels, targets, swd, kernel, y_host):
@@ -437,6 +372,9 @@ class _Trainer(_DeviceModel):
         self.dpre = [cuda.device_array((bs, o), dtype) for o in widths]
         self.n_batches = (self.n + bs - 1) // bs
         self.batch_losses = cuda.device_array(self.n_batches, dtype)
+        self.has_bias = [int(b) >= 0 for b in model.b_off]
+        self.fused = FUSED_MLP and self.kc.fused_mlp_supported(sizes, kernel.code)
+        self.fused_ws = self.kc.FusedWorkspace(bs, sizes, dtype) if self.fused else None
         self.batch_rows = np.array([min(bs, self.n - s) for s in range(0, self.n, bs)],
                                    np.float64)
 
@@ -453,38 +391,30 @@ class _Trainer(_DeviceModel):
         h = self.hyper
         momentum, nesterov, wd = float(h[1]), bool(h[2]), float(h[3])
         beta1, beta2, eps, decoupled = float(h[4]), float(h[5]), float(h[6]), bool(h[7])
-        P = self.grads.shape[0]
-        zero = self.dtype.type(0)
         for b, start in enumerate(range(0, self.n, self.batch_size)):
             m = min(self.batch_size, self.n - start)
             xb = self.xb[:m]
             k.gather_rows[_launch(m * xb.shape[1])](xb, self.x, order_d, start, m)
             if self.lb.shape[0]:
-                k.gather[_launch(m)](self.lb, self.labels, order_d, start, m)
+                k.gather_labels[_launch(m)](self.lb, self.labels, order_d, start, m)
             if self.tb.shape[0]:
                 k.gather_rows[_launch(m * self.tb.shape[1])](
                     self.tb, self.targets, order_d, start, m)
             if self.swb.shape[0]:
                 k.gather[_launch(m)](self.swb, self.sw, order_d, start, m)
-            a = xb
+            if self.fused:
+                kc.fused_mlp_train_step(
+                    self.batch_losses[b:b + 1], self.grads, xb, self.lb[:m], self.tb[:m],
+                    self.swb[:m], self.params, self.model.sizes, acts, self.has_bias,
+                    self.alpha, self.kernel.code, self.kernel.label_smoothing,
+                    workspace=self.fused_ws)
+            else:
+                self._layerwise_step(b, m, xb, acts)
             for l in range(n_layers):
-                kc.affine_act_forward(self.out[l][:m], self.pre[l][:m], a, self.ws[l],
-                                      self.bs[l], acts[l], self.alpha)
-                a = self.out[l][:m]
-            kc.apply_loss_on_device(self.batch_losses[b:b + 1], self.dout[-1][:m], a,
-                                    self.lb[:m], self.tb[:m], self.swb[:m], self.kernel.code,
-                                    self.kernel.label_smoothing)
-            k.fill[_launch(P)](self.grads, zero)  # weight_grad accumulates
-            for l in range(n_layers - 1, -1, -1):
-                dx = self.dout[l - 1][:m] if l > 0 else self.empty2
-                kc.affine_act_backward(dx, self.dpre[l][:m], self.dout[l][:m], self.pre[l][:m],
-                                       self.out[l][:m], self.ws[l], acts[l], self.alpha)
-                kc.weight_grad(self.dws[l], self.dbs[l], xb if l == 0 else self.out[l - 1][:m],
-                               self.dpre[l][:m])
                 if self.l2[l]:
                     dw, w = self.dws[l], self.ws[l]
                     k.axpy[_launch(w.size)](dw.reshape(dw.size), w.reshape(w.size),
-                                                 self.dtype.type(2.0 * self.l2[l]))
+                                            self.dtype.type(2.0 * self.l2[l]))
             self.step += 1
             if self.opt_code == codes.OPT_SGD:
                 kc.sgd_update(self.params, self.grads, self.state[0], lr, momentum, nesterov,
@@ -494,6 +424,25 @@ class _Trainer(_DeviceModel):
                                beta2, eps, wd, decoupled, self.step)
         losses = self.batch_losses.copy_to_host().astype(np.float64)
         return float(np.dot(losses, self.batch_rows) / max(self.n, 1))
+
+    def _layerwise_step(self, b, m, xb, acts):
+        """The per-layer kernels: forward, loss, backward and weight gradients of one batch."""
+        kc, k = self.kc, self.k
+        a = xb
+        for l in range(len(acts)):
+            kc.affine_act_forward(self.out[l][:m], self.pre[l][:m], a, self.ws[l],
+                                  self.bs[l], acts[l], self.alpha)
+            a = self.out[l][:m]
+        kc.apply_loss_on_device(self.batch_losses[b:b + 1], self.dout[-1][:m], a,
+                                self.lb[:m], self.tb[:m], self.swb[:m], self.kernel.code,
+                                self.kernel.label_smoothing)
+        k.fill[_launch(self.grads.shape[0])](self.grads, self.dtype.type(0))  # accumulated into
+        for l in range(len(acts) - 1, -1, -1):
+            dx = self.dout[l - 1][:m] if l > 0 else self.empty2
+            kc.affine_act_backward(dx, self.dpre[l][:m], self.dout[l][:m], self.pre[l][:m],
+                                   self.out[l][:m], self.ws[l], acts[l], self.alpha)
+            kc.weight_grad(self.dws[l], self.dbs[l], xb if l == 0 else self.out[l - 1][:m],
+                           self.dpre[l][:m])
 
     # ---------------------------------------------------------------- host sync
 

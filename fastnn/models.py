@@ -272,13 +272,10 @@ class Sequential:
         if self._device == "cuda":
             from .cuda_backend import predict
             return predict(self, x)
-        a = x
-        for layer in self.layers:
-            out = np.empty((a.shape[0], layer.units), self.dtype)
-            pre = np.empty_like(out)
-            cpu.affine_act_forward(out, pre, a, layer.W, layer.b, layer.act_code, LEAKY_ALPHA)
-            a = out
-        return a
+        out = np.empty((x.shape[0], self.n_outputs), self.dtype)
+        cpu.fused_mlp_forward(out, x, self.params, self.sizes, self.w_off, self.b_off, self.acts,
+                              LEAKY_ALPHA)
+        return out
 
     def _penalty(self):
         """Σ_l λ_l Σ w², the L2 term added to the reported loss."""

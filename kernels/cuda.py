@@ -563,6 +563,93 @@ def _build(dtype):
             v[i] = vi
             params[i] = p - step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps)
 
+    # ----------------------------------------------------------------- device-fit helpers
+    # the small kernels of fastnn.cuda_backend's device-resident fit (batch gathers, the
+    # gradient reset, the L2 terms, input validation), built here so the PTX check covers them
+
+    @kernel(A2, A2, L1, INT, INT)
+    def gather_rows(dst, src, order, start, m):
+        """dst[r, :] = src[order[start + r], :] for r < m, one thread per element."""
+        i = cuda.grid(1)
+        cols = dst.shape[1]
+        if i < m * cols:
+            r = i // cols
+            c = i - r * cols
+            dst[r, c] = src[order[start + r], c]
+
+    @kernel(A1, A1, L1, INT, INT)
+    def gather(dst, src, order, start, m):
+        """dst[r] = src[order[start + r]] for r < m (sample weights)."""
+        i = cuda.grid(1)
+        if i < m:
+            dst[i] = src[order[start + i]]
+
+    @kernel(L1, L1, L1, INT, INT)
+    def gather_labels(dst, src, order, start, m):
+        """gather for the int64 labels."""
+        i = cuda.grid(1)
+        if i < m:
+            dst[i] = src[order[start + i]]
+
+    @kernel(A1, nb)
+    def fill(a, value):
+        i = cuda.grid(1)
+        if i < a.shape[0]:
+            a[i] = value
+
+    @kernel(A1, A1, nb)
+    def axpy(y, x, c):
+        """y += c x (the L2 gradient 2 lambda W into dW)."""
+        i = cuda.grid(1)
+        if i < y.shape[0]:
+            y[i] += c * x[i]
+
+    @kernel(A1, A1, nb)
+    def sumsq_into(out, w, scale):
+        """out[0] += scale * sum(w^2), in the array dtype: one block of REDUCE threads,
+        strided partial sums then a shared-memory tree, in a fixed order (deterministic; no
+        atomics, so a float32 model needs no float64 accumulator)."""
+        buf = cuda.shared.array(REDUCE, nb)
+        t = cuda.threadIdx.x
+        acc = ZERO
+        for i in range(t, w.shape[0], REDUCE):
+            acc += w[i] * w[i]
+        buf[t] = acc
+        cuda.syncthreads()
+        s = REDUCE // 2
+        while s > 0:
+            if t < s:
+                buf[t] += buf[t + s]
+            cuda.syncthreads()
+            s //= 2
+        if t == 0:
+            out[0] += scale * buf[0]
+
+    # the PTX check builds the usual cast (float64 input into a float32 model and vice versa,
+    # any strides); the dispatcher compiles other source dtypes (ints) lazily
+    OTHER = numba.float64 if nb == numba.float32 else numba.float32
+
+    @kernel(A2, numba.types.Array(OTHER, 2, "A"))
+    def cast2(dst, src):
+        """dst = src cast to dst's dtype, one thread per element (src any strides)."""
+        i = cuda.grid(1)
+        cols = dst.shape[1]
+        if i < dst.shape[0] * cols:
+            r = i // cols
+            c = i - r * cols
+            dst[r, c] = src[r, c]
+
+    @kernel(L1, A2)
+    def count_nonfinite(bad, a):
+        """bad[0] += the number of NaN / infinite entries of a (N, F)."""
+        i = cuda.grid(1)
+        cols = a.shape[1]
+        if i < a.shape[0] * cols:
+            r = i // cols
+            v = a[r, i - r * cols]
+            if not (v - v == ZERO):  # NaN and +-inf give NaN
+                cuda.atomic.add(bad, 0, 1)
+
     # ----------------------------------------------------------------- fused narrow MLP
 
     @kernel(A2, A2, A1, L1, L1, L1, L1, nb)
@@ -627,6 +714,15 @@ for _dtype in (np.float32, np.float64):
 
 def _kernel(arr, name):
     return _KERNELS[np.dtype(arr.dtype)][name]
+
+
+def namespace(dtype):
+    """Every kernel (dispatcher) built for `dtype`, as attributes: `namespace(np.float32).fill`."""
+    import types
+    name = np.dtype(dtype).name
+    ks = _KERNELS[np.dtype(dtype)]
+    return types.SimpleNamespace(**{k: ks[k] for k, d, _, _ in PTX_BUILDS
+                                    if d == name and k in ks})
 
 
 def _blocks(n, per):
@@ -885,3 +981,291 @@ def fused_mlp_forward(out, x, params, sizes, w_off, b_off, acts, alpha):
     _kernel(params, "fused_mlp_forward")[_blocks(n, MLP_ROWS), MAX_WIDTH](
         out, x, params, _int64_on_device(sizes), _int64_on_device(w_off),
         _int64_on_device(b_off), _int64_on_device(acts), _typed(params, alpha))
+
+
+# --------------------------------------------------------------------------- fused narrow MLP:
+# one training step's forward, loss gradient and delta recursion in one launch
+
+SMEM_STATIC = 48 * 1024  # the static shared-memory limit per block, bytes
+FUSED_LOSSES = (codes.LOSS_SOFTMAX_CE, codes.LOSS_MSE)
+
+
+@cuda.jit(device=True, inline="always")
+def _dot4(w, base, step, buf, plane, r, count, zero):
+    """sum_k buf[plane, r + q, k] * w[base + k * step] for q = 0..3: four rows per weight read."""
+    acc0 = zero
+    acc1 = acc0
+    acc2 = acc0
+    acc3 = acc0
+    for k in range(count):
+        wk = w[base + k * step]
+        acc0 += buf[plane, r, k] * wk
+        acc1 += buf[plane, r + 1, k] * wk
+        acc2 += buf[plane, r + 2, k] * wk
+        acc3 += buf[plane, r + 3, k] * wk
+    return acc0, acc1, acc2, acc3
+
+
+def _fused_plan(dtype, sizes, stage=True):
+    """Compile-time layout of the fused training kernel for layer widths `sizes`: threads per
+    block, the shared stride of each layer's staged weights, which layers are staged, and the
+    staging buffer's length (elements)."""
+    item = np.dtype(dtype).itemsize
+    width = max(sizes)
+    threads = max(WARP, (width + WARP - 1) // WARP * WARP)
+    # activations: two (MLP_ROWS, threads) planes, ping-pong between layers
+    budget = (SMEM_STATIC - 2 * MLP_ROWS * threads * item) // item
+    # an odd row stride: the backward's column read W[i, :] by thread i is then conflict-free
+    strides = tuple(fo if fo % 2 else fo + 1 for fo in sizes[1:])
+    need = tuple(fi * s for fi, s in zip(sizes[:-1], strides))
+    staged = tuple(int(stage and n <= budget) for n in need)
+    ws = max([n for n, st in zip(need, staged) if st] + [1])
+    return threads, strides, staged, ws
+
+
+_FUSED_TRAIN = {}
+
+
+def _fused_train_kernel(dtype, sizes, acts, has_bias, loss, stage=True):
+    """The fused training kernel for one network shape, built and cached per
+    (dtype, sizes, acts, has_bias, loss, stage); everything but the batch is a compile-time
+    constant. stage=False reads every layer's weights from global memory (tests, benchmarks)."""
+    key = (np.dtype(dtype).name, tuple(map(int, sizes)), tuple(map(int, acts)),
+           tuple(map(bool, has_bias)), int(loss), bool(stage))
+    if key in _FUSED_TRAIN:
+        return _FUSED_TRAIN[key]
+    from .layout import mlp_layout
+    dtype = np.dtype(dtype).type
+    sizes, acts = key[1], key[2]
+    if max(sizes) > MAX_WIDTH:
+        raise ValueError(f"the fused MLP handles widths up to {MAX_WIDTH}; got layer sizes "
+                         f"{list(sizes)}")
+    if loss not in FUSED_LOSSES:
+        raise ValueError(f"the fused MLP step supports the losses {FUSED_LOSSES} (codes); "
+                         f"got {loss}")
+    nb = numba.from_dtype(np.dtype(dtype))
+    ZERO, ONE, HALF = dtype(0), dtype(1), dtype(0.5)
+    NEG_INF = dtype(-np.inf)
+    w_off, b_off, _ = mlp_layout(sizes, key[3])
+    L = len(sizes) - 1
+    FI, FO = sizes[:-1], sizes[1:]
+    WO, BO = tuple(int(v) for v in w_off), tuple(int(v) for v in b_off)
+    ACT = acts
+    T, STR, STG, WS = _fused_plan(dtype, sizes, stage)
+    # column offsets (in units) of each layer's block in the flat outs / deltas buffers
+    DOFF = tuple(int(v) for v in np.concatenate([[0], np.cumsum(FO)[:-1]]))
+    OOFF = tuple(int(v) for v in np.concatenate([[0], np.cumsum(FO[:-1])[:-1]])) if L > 1 \
+        else (0,)
+    K = FO[L - 1]
+    R = MLP_ROWS
+    CE = loss == codes.LOSS_SOFTMAX_CE
+
+    def fused_mlp_train_step(per, outs, deltas, x, labels, targets, sample_weight, params,
+                             alpha, off, on):
+        buf = cuda.shared.array((2, R, T), nb)  # activations / deltas, ping-pong by layer
+        ws = cuda.shared.array(WS, nb)  # the current layer's weights, when staged
+        j = cuda.threadIdx.x
+        r0 = cuda.blockIdx.x * R
+        n = x.shape[0]
+        for r in range(R):
+            buf[0, r, j] = x[r0 + r, j] if r0 + r < n and j < FI[0] else ZERO
+        # ---- forward: thread j owns unit j; layer l reads plane l % 2, writes the other
+        for l in range(L):
+            fi, fo, wo, bo, act, st, stg = FI[l], FO[l], WO[l], BO[l], ACT[l], STR[l], STG[l]
+            src = l % 2
+            if stg:
+                cuda.syncthreads()  # the staging buffer's last readers are done
+                for e in range(j, fi * fo, T):
+                    i = e // fo
+                    ws[i * st + e - i * fo] = params[wo + e]
+            cuda.syncthreads()
+            if j < fo:
+                bias = params[bo + j] if bo >= 0 else ZERO
+                for r in range(0, R, 4):
+                    if stg:
+                        a0, a1, a2, a3 = _dot4(ws, j, st, buf, src, r, fi, ZERO)
+                    else:
+                        a0, a1, a2, a3 = _dot4(params, wo + j, fo, buf, src, r, fi, ZERO)
+                    for q in range(4):
+                        z = (a0 if q == 0 else (a1 if q == 1 else (a2 if q == 2 else a3))) \
+                            + bias
+                        v = _act(z, act, alpha, ZERO, ONE)
+                        buf[1 - src, r + q, j] = v
+                        row = r0 + r + q
+                        if row < n:
+                            # h'(z) waits in the delta buffer for the backward pass
+                            deltas[n * DOFF[l] + row * fo + j] = _dact(z, v, act, alpha, ZERO,
+                                                                       ONE)
+                            if l < L - 1:
+                                outs[n * OOFF[l] + row * fo + j] = v
+        cuda.syncthreads()
+        # ---- the loss gradient at the output, in place: thread r < R takes row r
+        p = L % 2
+        if j < R:
+            row = r0 + j
+            if row < n:
+                scale = sample_weight[row] if sample_weight.shape[0] > 0 else ONE
+                scale = scale / nb(n)
+                total = ZERO
+                if CE:
+                    m = NEG_INF
+                    for k in range(K):
+                        if buf[p, j, k] > m:
+                            m = buf[p, j, k]
+                    s = ZERO
+                    for k in range(K):
+                        s += math.exp(buf[p, j, k] - m)
+                    log_s = math.log(s)
+                    y = labels[row]
+                    for k in range(K):
+                        logp = (buf[p, j, k] - m) - log_s
+                        t = on if k == y else off
+                        if t != ZERO:
+                            total -= t * logp
+                        buf[p, j, k] = (math.exp(logp) - t) * scale
+                else:
+                    for k in range(K):
+                        d = buf[p, j, k] - targets[row, k]
+                        total += HALF * d * d
+                        buf[p, j, k] = d * scale
+                per[row] = total * scale
+            else:
+                for k in range(K):
+                    buf[p, j, k] = ZERO
+        cuda.syncthreads()
+        # ---- the output layer's delta: dz * h'(z)
+        if j < K:
+            for r in range(R):
+                row = r0 + r
+                d = ZERO
+                if row < n:
+                    at = n * DOFF[L - 1] + row * K + j
+                    d = buf[p, r, j] * deltas[at]
+                    deltas[at] = d
+                buf[p, r, j] = d
+        # ---- the delta recursion: thread i owns unit i of layer l - 1
+        for l in range(L - 1, 0, -1):
+            fi, fo, wo, st, stg = FI[l], FO[l], WO[l], STR[l], STG[l]
+            src = (l + 1) % 2  # the plane holding layer l's deltas
+            cuda.syncthreads()
+            if stg:
+                for e in range(j, fi * fo, T):
+                    i = e // fo
+                    ws[i * st + e - i * fo] = params[wo + e]
+                cuda.syncthreads()
+            if j < fi:
+                for r in range(0, R, 4):
+                    if stg:
+                        g0, g1, g2, g3 = _dot4(ws, j * st, 1, buf, src, r, fo, ZERO)
+                    else:
+                        g0, g1, g2, g3 = _dot4(params, wo + j * fo, 1, buf, src, r, fo, ZERO)
+                    for q in range(4):
+                        g = g0 if q == 0 else (g1 if q == 1 else (g2 if q == 2 else g3))
+                        row = r0 + r + q
+                        d = ZERO
+                        if row < n:
+                            at = n * DOFF[l - 1] + row * fi + j
+                            d = g * deltas[at]  # h'_{l-1}, stored by this thread
+                            deltas[at] = d
+                        buf[1 - src, r + q, j] = d
+
+    kern = cuda.jit(fused_mlp_train_step)
+    A1 = numba.types.Array(nb, 1, "C")
+    A2 = numba.types.Array(nb, 2, "C")
+    L1 = numba.types.Array(numba.int64, 1, "C")
+    sig = (A1, A1, A1, A2, L1, A2, A1, A1, nb, nb, nb)
+    _FUSED_TRAIN[key] = (kern, fused_mlp_train_step, sig, T, DOFF, OOFF)
+    return _FUSED_TRAIN[key]
+
+
+# representative shapes for the PTX check: every layer staged; the 128x128 layers too wide
+# for the staging buffer (read from global memory / L1)
+_FUSED_PTX_SHAPES = [
+    ("5-13-1-7-3_ce", (5, 13, 1, 7, 3), (TANH, RELU, IDENTITY, IDENTITY), codes.LOSS_SOFTMAX_CE),
+    ("32-64-64-10_mse", (32, 64, 64, 10), (RELU, SIGMOID, IDENTITY), codes.LOSS_MSE),
+    ("64-128-128-10_ce", (64, 128, 128, 10), (RELU, RELU, IDENTITY), codes.LOSS_SOFTMAX_CE),
+]
+for _dtype in (np.float32, np.float64):
+    for _tag, _sizes, _acts, _loss in _FUSED_PTX_SHAPES:
+        _, _fn, _sig, *_ = _fused_train_kernel(_dtype, _sizes, _acts, [True] * len(_acts), _loss)
+        PTX_BUILDS.append((f"fused_mlp_train_step[{_tag}]", np.dtype(_dtype).name, _fn, _sig))
+
+
+class FusedWorkspace:
+    """Device scratch of fused_mlp_train_step for batches of up to `n` rows: per-row losses,
+    each hidden layer's output (flat, layer-major: layer l's (n, fo) block is contiguous) and
+    every layer's delta (same layout)."""
+
+    def __init__(self, n, sizes, dtype):
+        self.n, self.sizes = int(n), tuple(int(s) for s in sizes)
+        fo = self.sizes[1:]
+        self.per = cuda.device_array(max(self.n, 1), dtype)
+        self.outs = cuda.device_array(max(self.n * sum(fo[:-1]), 1), dtype)
+        self.deltas = cuda.device_array(max(self.n * sum(fo), 1), dtype)
+        self.loss = cuda.device_array(1, dtype)
+
+    def views(self, m):
+        """([outs_l (m, fo_l) for the hidden layers], [delta_l (m, fo_l) for every layer]) for
+        a batch of m rows."""
+        fo = self.sizes[1:]
+        outs, deltas, o, d = [], [], 0, 0
+        for l, w in enumerate(fo):
+            deltas.append(self.deltas[d:d + m * w].reshape(m, w))
+            d += m * w
+            if l < len(fo) - 1:
+                outs.append(self.outs[o:o + m * w].reshape(m, w))
+                o += m * w
+        return outs, deltas
+
+
+def fused_mlp_supported(sizes, loss):
+    return max(int(s) for s in sizes) <= MAX_WIDTH and int(loss) in FUSED_LOSSES
+
+
+def fused_mlp_train_step(loss_out, grads, x, labels, targets, sample_weight, params, sizes,
+                         acts, has_bias, alpha, loss, label_smoothing, workspace=None,
+                         stage=True):
+    """One training step's gradient for a narrow MLP (every width <= MAX_WIDTH), mean loss
+    over the m rows of x:
+      1. one launch of the fused kernel: per block of MLP_ROWS rows, the forward through every
+         layer with the activations in shared memory (and each layer's weights staged there
+         when they fit), the loss gradient at the output (softmax cross-entropy with integer
+         labels, or MSE with targets), and the delta recursion back to the first layer;
+         it writes the per-row losses, each hidden layer's output and each layer's delta;
+      2. loss_out[0] = the batch loss (sum_into, one block, deterministic);
+      3. grads = 0, then per layer weight_grad(dW_l, db_l, input_l, delta_l): the same tiled
+         GEMM as the per-layer path, so dW sums in the same order there and here.
+    grads, params (P,) laid out as kernels.layout.mlp_layout(sizes, has_bias); labels (m,)
+    int64 (softmax CE) or empty; targets (m, K) (MSE) or empty; sample_weight (m,) or empty.
+    Returns the workspace (reused when given: FusedWorkspace(n >= m, sizes, dtype)).
+    stage=False keeps every layer's weights in global memory (for tests and benchmarks; by
+    default a layer is staged in shared memory when it fits, see _fused_plan)."""
+    sizes = tuple(int(s) for s in sizes)
+    n_layers = len(sizes) - 1
+    has_bias = tuple(np.broadcast_to(np.asarray(has_bias, bool), (n_layers,)).tolist())
+    kern, _, _, threads, _, _ = _fused_train_kernel(params.dtype, sizes, acts, has_bias, loss,
+                                                    stage)
+    m = x.shape[0]
+    if workspace is None:
+        workspace = FusedWorkspace(m, sizes, params.dtype)
+    k = sizes[-1]
+    off = label_smoothing / k if k else 0.0
+    on = 1.0 - label_smoothing + off
+    dt = np.dtype(params.dtype).type
+    if m == 0:
+        return workspace
+    kern[_blocks(m, MLP_ROWS), threads](
+        workspace.per[:m], workspace.outs, workspace.deltas, x, labels, targets, sample_weight,
+        params, dt(alpha), dt(off), dt(on))
+    _total(loss_out, workspace.per[:m])
+    p = grads.shape[0]
+    _kernel(grads, "fill")[_blocks(p, BLOCK), BLOCK](grads, dt(0))
+    from .layout import mlp_layout
+    w_off, b_off, _ = mlp_layout(sizes, has_bias)
+    outs, deltas = workspace.views(m)
+    for l in range(n_layers):
+        fi, fo = sizes[l], sizes[l + 1]
+        dw = grads[w_off[l]:w_off[l] + fi * fo].reshape(fi, fo)
+        db = grads[b_off[l]:b_off[l] + fo] if b_off[l] >= 0 else grads[:0]
+        weight_grad(dw, db, x if l == 0 else outs[l - 1], deltas[l])
+    return workspace

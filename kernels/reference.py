@@ -276,6 +276,21 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, decoup
     params -= (lr * mhat / (np.sqrt(vhat) + eps)).astype(params.dtype)
 
 
+# --------------------------------------------------------------------------- whole-MLP forward
+
+def fused_mlp_forward(out, x, params, sizes, w_off, b_off, acts, alpha):
+    """out = the MLP's output for x, layer by layer. out (N, sizes[-1]); x (N, sizes[0]);
+    params (P,) as kernels.layout.mlp_layout; acts (L,) activation codes."""
+    a = x
+    for l in range(len(sizes) - 1):
+        w = params[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].reshape(sizes[l], sizes[l + 1])
+        b = params[b_off[l]:b_off[l] + sizes[l + 1]] if b_off[l] >= 0 else params[:0]
+        h, pre = np.empty((len(x), sizes[l + 1]), params.dtype), np.empty((len(x), sizes[l + 1]), params.dtype)
+        affine_act_forward(h, pre, a, w, b, acts[l], alpha)
+        a = h
+    out[...] = a
+
+
 # --------------------------------------------------------------------------- fused epoch
 
 def sgd_epoch(params, x, labels, targets, order, sizes, w_off, b_off, acts, alpha,

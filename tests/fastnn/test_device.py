@@ -258,3 +258,36 @@ def test_cuda_divergence_restores_weights_and_state():
     np.testing.assert_array_equal(m.params, p0)
     np.testing.assert_array_equal(m.optimizer.velocity, 0)
 
+
+
+@pytest.mark.parametrize("dtype, loss", [("float32", "softmax_cross_entropy"),
+                                         ("float64", "mse")])
+def test_fused_and_per_layer_cuda_fits_agree(monkeypatch, dtype, loss):
+    """A narrow network trains through kernels.cuda.fused_mlp_train_step; with
+    cuda_backend.FUSED_MLP off the same fit runs the per-layer kernels. Same arithmetic up to
+    summation order: the fused kernel sums each dot product serially over the fan-in, the
+    per-layer GEMM in TILE-wide slabs (and the fused softmax sums a row serially, the per-row
+    kernel in a 32-lane tree); the weight gradients use the same weight_grad kernel on both
+    paths. A few ulps per step over 4 steps: the CPU-vs-GPU tolerance (TOL) covers it."""
+    x, y = _data()
+    target = y if loss == "softmax_cross_entropy" else np.eye(3)[y]
+    fits = []
+    for fused in (True, False):
+        monkeypatch.setattr(cuda_backend, "FUSED_MLP", fused)
+        m = _model("cuda", dtype, reg=0.01)
+        m.compile(optim.Adam(0.01), loss)
+        trainers = []
+        orig = cuda_backend._Trainer
+
+        class Spy(orig):
+            def __init__(self, *a, **kw):
+                super().__init__(*a, **kw)
+                trainers.append(self)
+
+        monkeypatch.setattr(cuda_backend, "_Trainer", Spy)
+        h = m.fit(x, target, epochs=2, batch_size=4, verbose=0)
+        monkeypatch.setattr(cuda_backend, "_Trainer", orig)
+        assert trainers[0].fused is fused
+        fits.append((m.params.copy(), h.history["loss"]))
+    np.testing.assert_allclose(fits[0][0], fits[1][0], **TOL[dtype])
+    np.testing.assert_allclose(fits[0][1], fits[1][1], **TOL[dtype])

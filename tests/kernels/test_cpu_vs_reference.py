@@ -225,3 +225,20 @@ def test_all_finite(dtype, n, bad, where):
     if bad is not None and n:
         a[n // 2 if where == "middle" else where] = bad
     assert cpu.all_finite(a) == ref.all_finite(a) == (bad is None or n == 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes,bias", [([5, 13, 1, 7, 3], [True, False, True, True]),
+                                        ([784, 128, 10], True), ([1, 1], False)])
+@pytest.mark.parametrize("n", [1, 17])
+def test_fused_mlp_forward(dtype, sizes, bias, n):
+    from fastnn.kernels.layout import mlp_layout
+    rng = np.random.default_rng(n + len(sizes))
+    w_off, b_off, p = mlp_layout(sizes, bias)
+    params = randn(rng, p, dtype, 0.3)
+    acts = np.array(ALL_ACTS[:len(sizes) - 1][::-1])
+    x = randn(rng, (n, sizes[0]), dtype)
+    out, out_r = np.full((n, sizes[-1]), np.nan, dtype), np.empty((n, sizes[-1]), dtype)
+    cpu.fused_mlp_forward(out, x, params, np.array(sizes), w_off, b_off, acts, 0.1)
+    ref.fused_mlp_forward(out_r, x, params, np.array(sizes), w_off, b_off, acts, 0.1)
+    assert_close(out, out_r, dtype)

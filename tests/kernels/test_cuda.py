@@ -315,3 +315,101 @@ def test_all_finite_matches_cpu(dtype, bad):
         a[17] = bad
     assert gpu.all_finite(cuda.to_device(a)) == cpu.all_finite(a) == (bad is None)
     assert gpu.all_finite(cuda.to_device(a[:0]))
+
+
+# --------------------------------------------------------------------------- fused training step
+
+def _reference_step(x, labels, targets, sw, params, sizes, acts, bias, loss, smoothing):
+    """The NumPy twin of gpu.fused_mlp_train_step, composed from kernels.reference layer by
+    layer: (loss, grads, hidden outputs, deltas)."""
+    from fastnn.kernels import reference as ref
+    from fastnn.kernels.layout import mlp_layout
+    w_off, b_off, p = mlp_layout(sizes, bias)
+    dtype = params.dtype
+    n, n_layers = x.shape[0], len(acts)
+    w = [params[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].reshape(sizes[l], sizes[l + 1])
+         for l in range(n_layers)]
+    b = [params[b_off[l]:b_off[l] + sizes[l + 1]] if b_off[l] >= 0 else empty(dtype)
+         for l in range(n_layers)]
+    outs, pres, a = [], [], x
+    for l in range(n_layers):
+        out, pre = np.empty((n, sizes[l + 1]), dtype), np.empty((n, sizes[l + 1]), dtype)
+        ref.affine_act_forward(out, pre, a, w[l], b[l], acts[l], 0.1)
+        outs.append(out)
+        pres.append(pre)
+        a = out
+    dout = np.empty_like(a)
+    value = ref.apply_loss(dout, a, labels, targets, sw, loss, smoothing)
+    grads = np.zeros(p, dtype)
+    deltas = [None] * n_layers
+    for l in range(n_layers - 1, -1, -1):
+        dx = np.empty((n, sizes[l]), dtype) if l else empty(dtype, 2)
+        dpre = np.empty_like(pres[l])
+        ref.affine_act_backward(dx, dpre, dout, pres[l], outs[l], w[l], acts[l], 0.1)
+        dw = grads[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].reshape(sizes[l], sizes[l + 1])
+        db = grads[b_off[l]:b_off[l] + sizes[l + 1]] if b_off[l] >= 0 else grads[:0]
+        ref.weight_grad(dw, db, x if l == 0 else outs[l - 1], dpre)
+        deltas[l] = dpre
+        dout = dx
+    return value, grads, outs[:-1], deltas
+
+
+# (sizes, acts, bias, loss, n, stage): widths 1, 5, 13; 17 rows = a block of 16 and one row;
+# stage=False runs the path of layers too wide to stage (weights read from global memory)
+FUSED_CASES = [
+    ((5, 13, 1, 7, 3), (codes.RELU, codes.TANH, codes.IDENTITY, codes.LEAKY_RELU),
+     (True, False, True, True), codes.LOSS_SOFTMAX_CE, 17, True),
+    ((13, 5, 1), (codes.SIGMOID, codes.SOFTPLUS), True, codes.LOSS_MSE, 17, True),
+    ((1, 5, 2), (codes.TANH, codes.IDENTITY), (False, True), codes.LOSS_SOFTMAX_CE, 3, False),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes,acts,bias,loss,n,stage", FUSED_CASES)
+def test_fused_mlp_train_step_matches_the_layer_by_layer_reference(dtype, sizes, acts, bias,
+                                                                   loss, n, stage):
+    from fastnn.kernels.layout import mlp_layout
+    rng = np.random.default_rng(sum(sizes) + n)
+    _, _, p = mlp_layout(sizes, bias)
+    params = randn(rng, p, dtype, 0.5)
+    x = randn(rng, (n, sizes[0]), dtype)
+    ce = loss == codes.LOSS_SOFTMAX_CE
+    labels = rng.integers(0, sizes[-1], n).astype(np.int64) if ce else np.zeros(0, np.int64)
+    targets = empty(dtype, 2) if ce else randn(rng, (n, sizes[-1]), dtype)
+    sw = rng.uniform(0.0, 2.0, n).astype(dtype) if ce else empty(dtype)
+    smoothing = 0.1 if ce else 0.0
+    want = _reference_step(x, labels, targets, sw, params, sizes, acts, bias, loss, smoothing)
+    loss_d = dev(np.full(1, np.nan, dtype))
+    grads = dev(np.full(p, np.nan, dtype))
+    ws = gpu.fused_mlp_train_step(loss_d, grads, dev(x), dev(labels), dev(targets), dev(sw),
+                                  dev(params), sizes, acts, bias, 0.1, loss, smoothing,
+                                  stage=stage)
+    assert_close(host(loss_d)[0], want[0], dtype)
+    assert_close(host(grads), want[1], dtype)
+    outs, deltas = ws.views(n)
+    for got, exp in zip(outs, want[2]):
+        assert_close(host(got), exp, dtype)
+    for got, exp in zip(deltas, want[3]):
+        assert_close(host(got), exp, dtype)
+    # the workspace is reused for a shorter batch
+    gpu.fused_mlp_train_step(loss_d, grads, dev(x[:2]), dev(labels[:2]), dev(targets[:2]),
+                             dev(sw[:2]), dev(params), sizes, acts, bias, 0.1, loss, smoothing,
+                             workspace=ws, stage=stage)
+    want2 = _reference_step(x[:2], labels[:2], targets[:2], sw[:2], params, sizes, acts, bias,
+                            loss, smoothing)
+    assert_close(host(grads), want2[1], dtype)
+
+
+def test_fused_mlp_train_step_refuses_what_it_cannot_fuse():
+    params = dev(np.zeros(10, np.float32))
+    args = (dev(np.zeros(1, np.float32)), params, dev(np.zeros((2, 3), np.float32)),
+            dev(np.zeros(2, np.int64)), dev(np.zeros((0, 0), np.float32)),
+            dev(np.zeros(0, np.float32)), params)
+    with pytest.raises(ValueError, match="up to 128"):
+        gpu.fused_mlp_train_step(*args, (3, 129, 2), (codes.RELU, codes.IDENTITY), True, 0.1,
+                                 codes.LOSS_SOFTMAX_CE, 0.0)
+    with pytest.raises(ValueError, match="losses"):
+        gpu.fused_mlp_train_step(*args, (3, 4, 2), (codes.RELU, codes.IDENTITY), True, 0.1,
+                                 codes.LOSS_HINGE, 0.0)
+    assert gpu.fused_mlp_supported((3, 128, 2), codes.LOSS_MSE)
+    assert not gpu.fused_mlp_supported((3, 129, 2), codes.LOSS_MSE)

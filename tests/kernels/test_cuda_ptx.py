@@ -98,6 +98,14 @@ def _ptxas_info(ptxas, path):
 # an f64 instruction or register, e.g. `add.f64`, `cvt.f64.f32`, `.reg .f64`
 _F64 = re.compile(r"\.f64\b")
 
+# float32 kernels allowed to touch f64, each with its reason; only the listed instructions
+# (and f64 register declarations) may carry it
+F64_EXEMPT = {
+    # the input cast: its job is to read a float64 (or other foreign-dtype) array handed to a
+    # float32 model; each element is loaded as f64 and converted once, no f64 arithmetic
+    "cast2": ("ld.f64", "ld.global.f64", "cvt.rn.f32.f64", ".reg .f64"),
+}
+
 
 def test_every_kernel_compiles_for_sm90_without_f64_in_float32_or_spills(ptx_files):
     ptxas = _find_ptxas()
@@ -109,6 +117,8 @@ def test_every_kernel_compiles_for_sm90_without_f64_in_float32_or_spills(ptx_fil
         if dtype == "float32":
             lines = [ln.strip() for ln in ptx.splitlines()
                      if _F64.search(ln) and not ln.strip().startswith("//")]
+            if name in F64_EXEMPT:
+                lines = [ln for ln in lines if not ln.startswith(F64_EXEMPT[name])]
             if lines:
                 problems.append(f"{name} float32 uses float64: {lines[:3]}")
         regs, smem, spill_st, spill_ld = _ptxas_info(ptxas, path)
@@ -116,9 +126,9 @@ def test_every_kernel_compiles_for_sm90_without_f64_in_float32_or_spills(ptx_fil
             problems.append(f"{name} {dtype} spills: {spill_st} B stores, {spill_ld} B loads")
         rows.append((name, dtype, regs, smem, spill_st, spill_ld))
     print(f"\nptxas -arch=sm_{CC[0]}{CC[1]} ({ptxas})")
-    print(f"{'kernel':24} {'dtype':8} {'regs':>5} {'smem B':>7} {'spill st':>9} {'spill ld':>9}")
+    print(f"{'kernel':40} {'dtype':8} {'regs':>5} {'smem B':>7} {'spill st':>9} {'spill ld':>9}")
     for r in rows:
-        print(f"{r[0]:24} {r[1]:8} {r[2]:5d} {r[3]:7d} {r[4]:9d} {r[5]:9d}")
+        print(f"{r[0]:40} {r[1]:8} {r[2]:5d} {r[3]:7d} {r[4]:9d} {r[5]:9d}")
     assert not problems, "\n".join(problems)
     # every public name is backed by kernels of both dtypes
     names = {name for name, _ in ptx_files}
