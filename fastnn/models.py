@@ -475,8 +475,9 @@ class Sequential:
                 loss = self._minibatch_epoch(x, y, sw, kernel, bs, shuffle, lr)
             # the loss is measured before each step, so the epoch's last update can overflow
             # the weights (or the optimizer's moments) while the loss still reads finite
-            finite = math.isfinite(loss) and np.all(np.isfinite(self.params)) and all(
-                np.all(np.isfinite(v)) for v in self.optimizer.state().values())
+            finite = math.isfinite(loss) and cpu.all_finite(self.params) and all(
+                cpu.all_finite(v.reshape(-1)) for v in self.optimizer.state().values()
+                if v.dtype.kind == "f")
             if not finite:
                 np.copyto(self.params, last_good)
                 self._set_optimizer_state(opt_state)
