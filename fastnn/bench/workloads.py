@@ -176,6 +176,34 @@ def sgemm_gflops(n=1024, repeats=5):
     return 2 * n ** 3 / best / 1e9
 
 
+def step_gemm_gflops(sizes, batch, repeats=20):
+    """NumPy's GEMM rate on exactly one training step's products at this batch size (forward
+    x @ W, dW = x.T @ delta, dx = delta @ W.T): the ceiling for a step made only of its
+    matrix products, lower than a large square sgemm's because the batch dimension is small."""
+    rng = np.random.default_rng(0)
+    mats = []
+    for l in range(len(sizes) - 1):
+        i, o = int(sizes[l]), int(sizes[l + 1])
+        x = rng.random((batch, i), dtype=np.float32)
+        w = rng.random((i, o), dtype=np.float32)
+        d = rng.random((batch, o), dtype=np.float32)
+        mats.append((x, w, d, l > 0))
+
+    def step():
+        for x, w, d, need_dx in mats:
+            x @ w
+            x.T @ d
+            if need_dx:
+                d @ w.T
+    step()
+    best = np.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - t)
+    return flops_per_sample(sizes) * batch / best / 1e9
+
+
 # --------------------------------------------------------------------------- W1
 
 W1_SIZES = (784, 128, 10)
