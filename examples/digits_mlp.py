@@ -6,7 +6,6 @@ batch size, epochs and data split; prints test accuracy and fit time for both.
 import time
 import warnings
 
-import numpy as np
 
 import fastnn as fn
 from fastnn.datasets import load_digits, train_test_split

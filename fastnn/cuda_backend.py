@@ -219,10 +219,6 @@ def check_x(model, x, name, n_features):
 
 # --------------------------------------------------------------------------- small kernels
 
-def _grid(n):
-    return max(1, (n + BLOCK - 1) // BLOCK)
-
-
 def _launch(n):
     """(blocks, threads) for n elements: whole warps, at most BLOCK threads a block (small
     launches stay small, which also keeps the simulator, one Python thread per GPU thread,

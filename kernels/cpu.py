@@ -27,10 +27,10 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from . import blas
-from .codes import IDENTITY, LEAKY_RELU, RELU, SIGMOID, SIGN, SOFTPLUS, STEP, TANH
+from .codes import IDENTITY, LEAKY_RELU, RELU, SIGMOID, SIGN, SOFTPLUS, TANH
 from .codes import LOSS_BCE, LOSS_MSE, LOSS_SOFTMAX_CE
 from .codes import (LOSS_HINGE, LOSS_KL, LOSS_MULTICLASS_HINGE, LOSS_MULTICLASS_PERCEPTRON,
-                    LOSS_PERCEPTRON, LOSS_SOFTMAX_CE_SOFT, OPT_SGD)
+                    LOSS_SOFTMAX_CE_SOFT, OPT_SGD)
 
 FASTMATH = {"reassoc", "contract", "nsz"}
 
