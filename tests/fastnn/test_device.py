@@ -219,8 +219,7 @@ def test_cuda_without_numba_cuda_says_to_install(monkeypatch):
 
 
 def test_estimator_device_passes_through(monkeypatch):
-    pytest.importorskip("sklearn")
-    from fastnn.neural_network import MLPClassifier
+    from fastnn.neural_network import MLPClassifier  # scikit-learn: in the test extra
     x, y = _data(8)
     clf = MLPClassifier((3,), max_iter=2, device="cpu")
     assert clf.get_params()["device"] == "cpu"

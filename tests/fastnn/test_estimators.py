@@ -5,22 +5,20 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("sklearn")
+from sklearn import multiclass as sk_multiclass
+from sklearn.base import clone
+from sklearn.datasets import load_iris, make_regression
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import Ridge
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
-from sklearn import multiclass as sk_multiclass  # noqa: E402
-from sklearn.base import clone  # noqa: E402
-from sklearn.datasets import load_iris, make_regression  # noqa: E402
-from sklearn.exceptions import NotFittedError  # noqa: E402
-from sklearn.linear_model import Ridge  # noqa: E402
-from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
-from sklearn.pipeline import Pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
-
-from fastnn import estimators  # noqa: E402
-from fastnn.linear_model import (LinearRegression, LinearSVM, LogisticRegression,  # noqa: E402
+from fastnn import estimators
+from fastnn.linear_model import (LinearRegression, LinearSVM, LogisticRegression,
                                  Perceptron, SoftmaxRegression)
-from fastnn.multiclass import OneVsOneClassifier, OneVsRestClassifier  # noqa: E402
-from fastnn.neural_network import MLPClassifier, MLPRegressor  # noqa: E402
+from fastnn.multiclass import OneVsOneClassifier, OneVsRestClassifier
+from fastnn.neural_network import MLPClassifier, MLPRegressor
 
 CLASSIFIERS = [
     LogisticRegression(max_iter=200), SoftmaxRegression(max_iter=200),

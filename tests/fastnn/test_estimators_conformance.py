@@ -2,16 +2,13 @@
 
 Checks that cannot apply are listed in EXPECTED_FAILED with the reason, and run as
 expected failures (scikit-learn's mechanism), never skipped wholesale."""
-import pytest
 
-pytest.importorskip("sklearn")
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
-
-from fastnn.linear_model import (LinearRegression, LinearSVM, LogisticRegression,  # noqa: E402
+from fastnn.linear_model import (LinearRegression, LinearSVM, LogisticRegression,
                                  Perceptron, SoftmaxRegression)
-from fastnn.multiclass import OneVsOneClassifier, OneVsRestClassifier  # noqa: E402
-from fastnn.neural_network import MLPClassifier, MLPRegressor  # noqa: E402
+from fastnn.multiclass import OneVsOneClassifier, OneVsRestClassifier
+from fastnn.neural_network import MLPClassifier, MLPRegressor
 
 ESTIMATORS = [
     LinearRegression(),
