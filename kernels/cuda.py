@@ -135,6 +135,22 @@ def _log_or_zero(s, k_end):
     return math.log(s) if k_end > 0 else s
 
 
+@cuda.jit(device=True, inline="always")
+def _row_max_logsum(z, row, k_end, buf, ty, lane, neg_inf, zero):
+    """(m, log sum exp(z - m)) of row `row` over its k_end entries, m the row max: the
+    log-sum-exp every softmax-based kernel starts from. Every thread of the block must call it
+    (its reductions synchronise the block); neg_inf and zero come typed from the factory."""
+    m = neg_inf
+    for k in range(lane, k_end, WARP):
+        if z[row, k] > m:
+            m = z[row, k]
+    m = _row_max(buf, ty, lane, m)
+    s = zero
+    for k in range(lane, k_end, WARP):
+        s += math.exp(z[row, k] - m)
+    return m, _log_or_zero(_row_sum(buf, ty, lane, s), k_end)
+
+
 # --------------------------------------------------------------------------- kernel factory
 
 def _build(dtype):
@@ -281,15 +297,7 @@ def _build(dtype):
         lane, ty = cuda.threadIdx.x, cuda.threadIdx.y
         row = cuda.blockIdx.x * ROWS + ty
         k_end = z.shape[1] if row < z.shape[0] else 0
-        m = NEG_INF
-        for k in range(lane, k_end, WARP):
-            if z[row, k] > m:
-                m = z[row, k]
-        m = _row_max(buf, ty, lane, m)
-        s = ZERO
-        for k in range(lane, k_end, WARP):
-            s += math.exp(z[row, k] - m)
-        log_s = _log_or_zero(_row_sum(buf, ty, lane, s), k_end)
+        m, log_s = _row_max_logsum(z, row, k_end, buf, ty, lane, NEG_INF, ZERO)
         for k in range(lane, k_end, WARP):
             out[row, k] = math.exp((z[row, k] - m) - log_s)
 
@@ -303,15 +311,7 @@ def _build(dtype):
         row = cuda.blockIdx.x * ROWS + ty
         valid = row < n_rows
         k_end = z.shape[1] if valid else 0
-        m = NEG_INF
-        for k in range(lane, k_end, WARP):
-            if z[row, k] > m:
-                m = z[row, k]
-        m = _row_max(buf, ty, lane, m)
-        s = ZERO
-        for k in range(lane, k_end, WARP):
-            s += math.exp(z[row, k] - m)
-        log_s = _log_or_zero(_row_sum(buf, ty, lane, s), k_end)
+        m, log_s = _row_max_logsum(z, row, k_end, buf, ty, lane, NEG_INF, ZERO)
         scale = ONE
         y = 0
         if valid:
@@ -341,18 +341,11 @@ def _build(dtype):
         row = cuda.blockIdx.x * ROWS + ty
         valid = row < n_rows
         k_end = z.shape[1] if valid else 0
-        m = NEG_INF
         tsum = ZERO
         for k in range(lane, k_end, WARP):
             tsum += target[row, k]
-            if z[row, k] > m:
-                m = z[row, k]
-        m = _row_max(buf, ty, lane, m)
         tsum = _row_sum(buf, ty, lane, tsum)
-        s = ZERO
-        for k in range(lane, k_end, WARP):
-            s += math.exp(z[row, k] - m)
-        log_s = _log_or_zero(_row_sum(buf, ty, lane, s), k_end)
+        m, log_s = _row_max_logsum(z, row, k_end, buf, ty, lane, NEG_INF, ZERO)
         scale = ONE
         if valid:
             if sample_weight.shape[0] > 0:

@@ -157,6 +157,22 @@ def sklearn_flat(clf, sizes):
     return flat
 
 
+def add_sklearn_peer(impls, info, sizes, lr, batch_size, start, x, labels, n_check,
+                     fastnn_after):
+    """scikit-learn's MLPClassifier as a peer (where installed): loaded with the start weights,
+    checked on n_check samples against fastnn's weights after the same steps, then timed over
+    a whole epoch from the start weights each round."""
+    if not have_sklearn():
+        return
+    clf = peers.sklearn_mlp(sizes, lr, batch_size=batch_size)
+    sklearn_load(clf, start, sizes, x, labels)
+    sklearn_epoch(clf, x[:n_check], labels[:n_check])
+    info["checks"]["scikit-learn"] = check_close("scikit-learn", sklearn_flat(clf, sizes),
+                                                 fastnn_after)
+    impls["scikit-learn"] = (lambda: sklearn_load(clf, start, sizes, x, labels),
+                             lambda c: sklearn_epoch(c, x, labels))
+
+
 def flops_per_sample(sizes):
     """Multiply-adds x 2 of one training step per sample: forward x @ W, dW = x.T @ delta,
     and dx = delta @ W.T for every layer but the first."""
@@ -260,14 +276,7 @@ def w1_per_sample(cfg, n_check=200):
                     n.epoch(tx, ty, order_list)
             impls[f"torch eager, {threads} thread{'s' * (threads > 1)}"] = (
                 lambda: (net.load(start), net)[1], run)
-    if have_sklearn():
-        clf = peers.sklearn_mlp(sizes, lr, batch_size=1)
-        sklearn_load(clf, start, sizes, x, labels)
-        sklearn_epoch(clf, x[:n_check], labels[:n_check])
-        info["checks"]["scikit-learn"] = check_close("scikit-learn", sklearn_flat(clf, sizes),
-                                                     fastnn_after)
-        impls["scikit-learn"] = (lambda: sklearn_load(clf, start, sizes, x, labels),
-                                 lambda c: sklearn_epoch(c, x, labels))
+    add_sklearn_peer(impls, info, sizes, lr, 1, start, x, labels, n_check, fastnn_after)
     return impls, info
 
 
@@ -312,14 +321,7 @@ def w2_minibatch(cfg, n_check=1024):
         info["checks"]["torch"] = check_close("torch", net.flat_params(), fastnn_after)
         impls["torch eager"] = (lambda: (net.load(start), net)[1],
                                 lambda n: n.minibatch_epoch(tx, ty, torder, W2_BATCH))
-    if have_sklearn():
-        clf = peers.sklearn_mlp(sizes, lr, batch_size=W2_BATCH)
-        sklearn_load(clf, start, sizes, x, labels)
-        sklearn_epoch(clf, x[:n_check], labels[:n_check])
-        info["checks"]["scikit-learn"] = check_close("scikit-learn", sklearn_flat(clf, sizes),
-                                                     fastnn_after)
-        impls["scikit-learn"] = (lambda: sklearn_load(clf, start, sizes, x, labels),
-                                 lambda c: sklearn_epoch(c, x, labels))
+    add_sklearn_peer(impls, info, sizes, lr, W2_BATCH, start, x, labels, n_check, fastnn_after)
     return impls, info
 
 
