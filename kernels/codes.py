@@ -41,8 +41,17 @@ LOSS_PERCEPTRON = 7  # binary, targets in {-1, +1} (0 read as -1)
 LOSS_MULTICLASS_PERCEPTRON = 8  # integer labels
 LABEL_LOSSES = (LOSS_SOFTMAX_CE, LOSS_MULTICLASS_HINGE, LOSS_MULTICLASS_PERCEPTRON)
 
-# optimizers of the fused mini-batch epoch; hyper-parameters travel in one float64 array,
-# hyper = [lr, momentum, nesterov, weight_decay, beta1, beta2, eps, decoupled]
+# optimizers of the fused mini-batch epoch
 OPT_SGD = 0
 OPT_ADAM = 1
+# their hyper-parameters travel in one float64 array of N_HYPER slots, read by these names
+# (booleans as 0.0 / 1.0); slots an optimizer does not use hold 0
+HYPER_LR = 0
+HYPER_MOMENTUM = 1  # SGD
+HYPER_NESTEROV = 2  # SGD
+HYPER_WEIGHT_DECAY = 3  # SGD and Adam: L2 added to the gradient; AdamW: decoupled
+HYPER_BETA1 = 4  # Adam
+HYPER_BETA2 = 5  # Adam
+HYPER_EPS = 6  # Adam
+HYPER_DECOUPLED = 7  # Adam: 1.0 for AdamW's decoupled weight decay
 N_HYPER = 8

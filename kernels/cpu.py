@@ -27,10 +27,13 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from . import blas
+from .layout import layer_views
 from .codes import IDENTITY, LEAKY_RELU, RELU, SIGMOID, SIGN, SOFTPLUS, TANH
 from .codes import LOSS_BCE, LOSS_MSE, LOSS_SOFTMAX_CE
 from .codes import (LOSS_HINGE, LOSS_KL, LOSS_MULTICLASS_HINGE, LOSS_MULTICLASS_PERCEPTRON,
                     LOSS_SOFTMAX_CE_SOFT, OPT_SGD)
+from .codes import (HYPER_BETA1, HYPER_BETA2, HYPER_DECOUPLED, HYPER_EPS, HYPER_LR,
+                    HYPER_MOMENTUM, HYPER_NESTEROV, HYPER_WEIGHT_DECAY)
 
 FASTMATH = {"reassoc", "contract", "nsz"}
 
@@ -608,16 +611,8 @@ def fused_mlp_forward(out, x, params, sizes, w_off, b_off, acts, alpha):
 
 # --------------------------------------------------------------------------- fused epoch
 
-@njit(cache=True)
-def _layer_views(buf, sizes, w_off, b_off):
-    """Per-layer (fan_in, fan_out) weight views and (fan_out,) bias views into the flat buffer
-    (kernels.layout.mlp_layout); an empty bias view where a layer has none."""
-    n_layers = sizes.shape[0] - 1
-    ws = [buf[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].reshape((sizes[l], sizes[l + 1]))
-          for l in range(n_layers)]
-    bs = [buf[b_off[l]:b_off[l] + sizes[l + 1]] if b_off[l] >= 0 else buf[:0]
-          for l in range(n_layers)]
-    return ws, bs
+# the flat buffer's per-layer views: kernels.layout's one definition, compiled
+_layer_views = njit(cache=True)(layer_views)
 
 
 @njit(cache=True, inline="always")
@@ -836,8 +831,10 @@ def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_we
     serve, as scratch for the bias gradients."""
     n_layers = sizes.shape[0] - 1
     dtype = params.dtype
-    lr, momentum, nesterov, weight_decay = hyper[0], hyper[1], hyper[2] != 0.0, hyper[3]
-    beta1, beta2, eps, decoupled = hyper[4], hyper[5], hyper[6], hyper[7] != 0.0
+    lr, momentum = hyper[HYPER_LR], hyper[HYPER_MOMENTUM]
+    nesterov, weight_decay = hyper[HYPER_NESTEROV] != 0.0, hyper[HYPER_WEIGHT_DECAY]
+    beta1, beta2, eps = hyper[HYPER_BETA1], hyper[HYPER_BETA2], hyper[HYPER_EPS]
+    decoupled = hyper[HYPER_DECOUPLED] != 0.0
     ws, bs = _layer_views(params, sizes, w_off, b_off)
     dws, dbs = _layer_views(grads, sizes, w_off, b_off)
     two_l2 = np.empty(n_layers, dtype)

@@ -28,3 +28,16 @@ def mlp_layout(sizes, has_bias=True):
         else:
             b_off[l] = -1
     return w_off, b_off, p
+
+
+def layer_views(buf, sizes, w_off, b_off):
+    """Per-layer views into the flat buffer `buf` laid out by mlp_layout: ([W_l of shape
+    (sizes[l], sizes[l + 1])], [b_l of shape (sizes[l + 1],)]), an empty bias view where a
+    layer has none. The one place the flat buffer is sliced: plain Python here and in the
+    reference, numba device arrays in kernels.cuda, and compiled as is by kernels.cpu."""
+    n_layers = len(sizes) - 1
+    ws = [buf[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].reshape((sizes[l], sizes[l + 1]))
+          for l in range(n_layers)]
+    bs = [buf[b_off[l]:b_off[l] + sizes[l + 1]] if b_off[l] >= 0 else buf[:0]
+          for l in range(n_layers)]
+    return ws, bs

@@ -21,6 +21,9 @@ from .codes import IDENTITY, LEAKY_RELU, RELU, SIGMOID, SIGN, SOFTPLUS, STEP, TA
 from .codes import LOSS_BCE, LOSS_MSE, LOSS_SOFTMAX_CE
 from .codes import (LOSS_HINGE, LOSS_KL, LOSS_MULTICLASS_HINGE, LOSS_MULTICLASS_PERCEPTRON,
                     LOSS_PERCEPTRON, LOSS_SOFTMAX_CE_SOFT, OPT_SGD)
+from .codes import (HYPER_BETA1, HYPER_BETA2, HYPER_DECOUPLED, HYPER_EPS, HYPER_LR,
+                    HYPER_MOMENTUM, HYPER_NESTEROV, HYPER_WEIGHT_DECAY)
+from .layout import layer_views
 
 
 # --------------------------------------------------------------------------- activations
@@ -282,11 +285,9 @@ def fused_mlp_forward(out, x, params, sizes, w_off, b_off, acts, alpha):
     """out = the MLP's output for x, layer by layer. out (N, sizes[-1]); x (N, sizes[0]);
     params (P,) as kernels.layout.mlp_layout; acts (L,) activation codes."""
     a = x
-    for l in range(len(sizes) - 1):
-        w = params[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].reshape(sizes[l], sizes[l + 1])
-        b = params[b_off[l]:b_off[l] + sizes[l + 1]] if b_off[l] >= 0 else params[:0]
-        h, pre = np.empty((len(x), sizes[l + 1]), params.dtype), np.empty((len(x), sizes[l + 1]), params.dtype)
-        affine_act_forward(h, pre, a, w, b, acts[l], alpha)
+    for w, b, act in zip(*layer_views(params, sizes, w_off, b_off), acts):
+        h, pre = np.empty((len(x), w.shape[1]), params.dtype), np.empty((len(x), w.shape[1]), params.dtype)
+        affine_act_forward(h, pre, a, w, b, act, alpha)
         a = h
     out[...] = a
 
@@ -304,10 +305,7 @@ def sgd_epoch(params, x, labels, targets, order, sizes, w_off, b_off, acts, alph
     targets (N, sizes[-1]) for LOSS_BCE / LOSS_MSE, else empty; order (M,) sample indices;
     acts (L,) activation codes; weight_decay: W -= lr * wd * W each step, weights only."""
     n_layers = len(sizes) - 1
-    ws = [params[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].reshape(sizes[l], sizes[l + 1])
-          for l in range(n_layers)]
-    bs = [params[b_off[l]:b_off[l] + sizes[l + 1]] if b_off[l] >= 0 else params[:0]
-          for l in range(n_layers)]
+    ws, bs = layer_views(params, sizes, w_off, b_off)
     total = 0.0
     for idx in order:
         outs = [x[idx:idx + 1]]
@@ -373,17 +371,11 @@ def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_we
     l2 (L,) per-layer L2 strength; opt OPT_SGD or OPT_ADAM; hyper (N_HYPER,) as in codes;
     step: Adam's step count before this epoch (t of the first batch is step + 1)."""
     n_layers = len(sizes) - 1
-
-    def views(buf):
-        ws = [buf[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].reshape(sizes[l], sizes[l + 1])
-              for l in range(n_layers)]
-        bs = [buf[b_off[l]:b_off[l] + sizes[l + 1]] if b_off[l] >= 0 else buf[:0]
-              for l in range(n_layers)]
-        return ws, bs
-
-    ws, bs = views(params)
-    dws, dbs = views(grads)
-    lr, momentum, nesterov, weight_decay, beta1, beta2, eps, decoupled = hyper
+    ws, bs = layer_views(params, sizes, w_off, b_off)
+    dws, dbs = layer_views(grads, sizes, w_off, b_off)
+    lr, momentum, nesterov = hyper[HYPER_LR], hyper[HYPER_MOMENTUM], hyper[HYPER_NESTEROV]
+    weight_decay, decoupled = hyper[HYPER_WEIGHT_DECAY], hyper[HYPER_DECOUPLED]
+    beta1, beta2, eps = hyper[HYPER_BETA1], hyper[HYPER_BETA2], hyper[HYPER_EPS]
     total = 0.0
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
