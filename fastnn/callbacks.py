@@ -165,7 +165,7 @@ class LearningRateScheduler(Callback):
 
 
 class ModelCheckpoint(Callback):
-    """Save the model (fastnn.io.save, atomic) at the end of each epoch.
+    """Save the model (model.save: fastnn.io.save, atomic) at the end of each epoch.
 
     Parameters
     ----------
@@ -199,5 +199,4 @@ class ModelCheckpoint(Callback):
             if not (value > self.best if self.maximize else value < self.best):
                 return
             self.best = value
-        from .io import save  # io imports models, which imports this module
-        save(self.model, self.filepath.format(epoch=epoch + 1, **logs))
+        self.model.save(self.filepath.format(epoch=epoch + 1, **logs))

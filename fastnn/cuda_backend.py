@@ -1,8 +1,11 @@
-"""The GPU side of Sequential: device selection, the device-resident fit, inference on the
-device, and CUDA arrays from other libraries (torch, cupy) through __cuda_array_interface__.
+"""The GPU backend: Sequential's operations on the kernels.cuda kernels, with data, parameters
+and optimizer state kept on the device; device selection; CUDA arrays from other libraries
+(torch, cupy) through __cuda_array_interface__.
 
-Nothing here imports numba.cuda until a model actually asks for the GPU, so `import fastnn`
-and every device="cpu" model stay free of the CUDA stack.
+It offers the names fastnn.cpu_backend offers (forward, evaluate, gradient, Trainer; see that
+module's docstring), so Sequential's one fit loop runs unchanged on either. Nothing here
+imports numba.cuda until a model actually asks for the GPU, so `import fastnn` and every
+device="cpu" model stay free of the CUDA stack.
 
 Device selection (Sequential(device=...), the MLP estimators' `device`):
   * "cpu"  the CPU kernels (the default);
@@ -13,42 +16,32 @@ Device selection (Sequential(device=...), the MLP estimators' `device`):
   * "auto" "cuda" when a real GPU is usable, else "cpu" (the simulator never counts: it is
            orders of magnitude slower than the CPU kernels).
 
-The fit on the GPU (`fit`, called by Sequential.fit once the call is validated):
+A fit on the GPU (Trainer):
   * x, the labels or targets and the sample weights are copied to the GPU once per fit (a
-    CUDA array given as x is used where it lies, without a copy); so are the parameters, the
-    gradient buffer and the optimizer state, as device copies of the flat buffers with
-    per-layer views into them. They stay there for the whole fit;
-  * each epoch uploads the shuffled visiting order (N int64, drawn by the model's generator on
-    the host, so a cuda fit makes the same shuffles as the CPU fit with the same seed), then
-    per batch: the rows are gathered on the device; a narrow network (every width <= 128,
-    softmax cross-entropy or MSE; FUSED_MLP) then takes kernels.cuda.fused_mlp_train_step:
-    one launch for the forward, the loss gradient and the delta recursion, then the per-layer
-    weight_grad GEMMs; any other network runs the per-layer kernels: forward with kernels.cuda
-    affine_act_forward, the loss with apply_loss_on_device writing the batch's loss into a
-    device vector of per-batch losses, backward with affine_act_backward + weight_grad into
-    the flat gradient buffer, the L2 terms, then one sgd_update / adam_update launch over all
-    P parameters. The per-batch losses come back once per epoch (n_batches numbers);
-  * batch_size=1 runs the same mini-batch loop (the CPU's fused per-sample kernel has no GPU
-    twin);
+    CUDA array given as x is used where it lies, without a copy); so are the parameters and
+    the optimizer state. They stay there for the whole fit;
+  * each epoch uploads the visiting order (N int64, drawn by the model's generator on the
+    host, so a cuda fit makes the same shuffles as the CPU fit with the same seed) and runs
+    kernels.cuda.minibatch_epoch, or kernels.cuda.sgd_epoch for per-sample SGD: the same
+    kernels, names and arguments as the CPU's, driving device kernels; one loss per epoch
+    comes back;
   * the host `model.params` (and the optimizer state) are refreshed from the GPU at the end
-    of the fit, on divergence, and at the end of each epoch only when something on the host
-    will read them: user callbacks (EarlyStopping, ModelCheckpoint, the estimators' stopping
-    rule), or tol's gradient check, which runs on the CPU;
-  * metrics and validation run on the GPU from the device parameters; the logits come back
-    only when a metric (accuracy, mse, mae) needs them.
+    of the fit, on divergence, and at the end of each epoch only when a user callback will
+    read them (the fit loop calls sync_to_host);
+  * metrics, validation, the divergence check and tol's gradient run on the GPU from the
+    device parameters; logits come back only when a metric needs them.
 
-Inference (predict, evaluate outside a fit) uploads the host parameters (P numbers) and runs
-the per-layer kernels on the GPU; predict returns a NumPy array as on the CPU.
+Inference outside a fit (forward, evaluate, gradient) uploads the host parameters (P numbers).
 """
-import math
 import os
-import time
 
 import numpy as np
 
+from .validation import check_x as check_host_x
+from .validation import check_x_shape
+
 DEVICES = ("cpu", "cuda", "auto")
 INSTALL_HINT = "pip install 'fastnn-numba[cuda]'"
-BLOCK = 256
 # narrow networks (every width <= kernels.cuda.MAX_WIDTH, softmax cross-entropy or MSE) train
 # with kernels.cuda.fused_mlp_train_step: one launch for the forward, the loss gradient and the
 # delta recursion; False forces the per-layer kernels (tests compare the two)
@@ -187,260 +180,210 @@ def _c_contiguous(a):
     return True
 
 
-def check_x(model, x, name, n_features):
-    """Validate a GPU feature matrix: as models.check_x, on the device. For a cuda model the
-    result stays on the GPU (cast or made contiguous there only when needed); a cpu model gets
-    a host copy."""
-    if model._device != "cuda":
-        from .models import check_x as host_check
-        return host_check(to_host(x), name, n_features, model.dtype)
+def check_x(x, name, n_features, dtype, on_device):
+    """Validate a GPU feature matrix (validation.check_x's checks and messages). With
+    on_device (a cuda model) the result stays on the GPU, cast or made contiguous there only
+    when needed; otherwise the model gets a validated host copy."""
+    if not on_device:
+        return check_host_x(to_host(x), name, n_features, dtype)
     xd = as_device_array(x)
-    if xd.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must hold numbers, got dtype {xd.dtype}")
-    if len(xd.shape) != 2:
-        raise ValueError(f"{name} must be 2-D of shape (n_samples, n_features), "
-                         f"got shape {tuple(xd.shape)}")
-    if xd.shape[0] == 0 or xd.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(xd.shape)})")
-    if n_features is not None and xd.shape[1] != n_features:
-        raise ValueError(f"{name} has {xd.shape[1]} features but the model expects {n_features}")
-    k = _kernels(model.dtype)
-    if xd.dtype != model.dtype or not _c_contiguous(xd):
-        cuda = _import_cuda()
-        out = cuda.device_array(tuple(xd.shape), model.dtype)
+    check_x_shape(xd.shape, xd.dtype, name, n_features)
+    cuda = _import_cuda()
+    k = _kernels(dtype)
+    if xd.dtype != dtype or not _c_contiguous(xd):
+        out = cuda.device_array(tuple(xd.shape), dtype)
         k.cast2[_launch(out.size)](out, xd)
         xd = out
-    bad = _import_cuda().to_device(np.zeros(1, np.int64))
+    bad = cuda.to_device(np.zeros(1, np.int64))
     k.count_nonfinite[_launch(xd.size)](bad, xd)
     if int(bad.copy_to_host()[0]):
         raise ValueError(f"{name} contains NaN or infinite values")
     return xd
 
 
-# --------------------------------------------------------------------------- small kernels
+# --------------------------------------------------------------------------- device state
 
 def _launch(n):
-    """(blocks, threads) for n elements: whole warps, at most BLOCK threads a block (small
+    """(blocks, threads) for n elements: whole warps, at most 256 threads a block (small
     launches stay small, which also keeps the simulator, one Python thread per GPU thread,
     fast)."""
-    threads = min(BLOCK, max(32, (n + 31) // 32 * 32))
+    threads = min(256, max(32, (n + 31) // 32 * 32))
     return max(1, (n + threads - 1) // threads), threads
 
 
 def _kernels(dtype):
-    """The helper kernels of the device fit for one dtype (gather_rows, gather,
-    gather_labels, fill, axpy, sumsq_into, cast2, count_nonfinite): kernels.cuda builds them
-    with every other kernel, per dtype (so the PTX check compiles them too, and a float32
-    model's helpers stay float32)."""
-    global cuda
-    cuda = _import_cuda()
+    """kernels.cuda's helper kernels for one dtype (cast2, count_nonfinite, fill, axpy,
+    sumsq_into, ...): built with every other kernel, per dtype, so the PTX check covers them
+    and a float32 model's helpers stay float32."""
+    _import_cuda()
     from .kernels import cuda as kc
     return kc.namespace(dtype)
 
 
-# --------------------------------------------------------------------------- device state
+class _Device:
+    """A model's flat parameter buffer on the device, with per-layer views into it, and the
+    per-layer kernels that run inference and the full-batch gradient there."""
 
-class _DeviceModel:
-    """Device copies of a model's flat parameter buffer (and, for training, gradients and
-    optimizer state), with per-layer views into them."""
-
-    def __init__(self, model):
+    def __init__(self, stack, params):
         from .kernels import cuda as kc
-        from .layers import LEAKY_ALPHA
-        self.cuda, self.kc, self.k = _import_cuda(), kc, _kernels(model.dtype)
-        self.model, self.alpha = model, LEAKY_ALPHA
-        self.dtype = model.dtype
-        self.params = self.cuda.to_device(model.params)
-        self.ws, self.bs = self._views(self.params)
+        self.cuda, self.kc, self.k = _import_cuda(), kc, _kernels(stack.dtype)
+        self.stack, self.dtype = stack, stack.dtype
+        self.params = self.upload(params, stack.dtype)
+        self.ws, self.bs = stack.views(self.params)
         self.empty1 = self.cuda.device_array(0, self.dtype)
         self.empty2 = self.cuda.device_array((0, 0), self.dtype)
         self.empty_labels = self.cuda.device_array(0, np.int64)
-
-    def _views(self, flat):
-        m = self.model
-        ws, bs = [], []
-        for l in range(len(m.layers)):
-            fi, fo = int(m.sizes[l]), int(m.sizes[l + 1])
-            wo, bo = int(m.w_off[l]), int(m.b_off[l])
-            ws.append(flat[wo:wo + fi * fo].reshape(fi, fo))
-            bs.append(flat[bo:bo + fo] if bo >= 0 else flat[:0])
-        return ws, bs
+        self._buffers = {}
 
     def upload(self, a, dtype=None):
         """A host array on the device (device arrays pass through)."""
         if is_cuda_array(a):
             return as_device_array(a)
-        return self.cuda.to_device(np.ascontiguousarray(a, dtype=dtype))
+        return _import_cuda().to_device(np.ascontiguousarray(a, dtype=dtype))
 
-    def device_targets(self, kernel, y):
-        """(labels, targets) device arrays as kernels.cuda.apply_loss_on_device takes them."""
+    def prepare(self, x, y, sw, kernel):
+        """(x, labels, targets, sample_weight, kernel, y) on the device, as the kernels take
+        them (the unused one of labels / targets empty); y stays on the host for metrics."""
         if kernel.takes_labels:
-            return self.upload(y, np.int64), self.empty2
-        return self.empty_labels, self.upload(y, self.dtype)
+            labels, targets = self.upload(y, np.int64), self.empty2
+        else:
+            labels, targets = self.empty_labels, self.upload(y, self.dtype)
+        swd = self.empty1 if sw is None else self.upload(sw, self.dtype)
+        return self.upload(x, self.dtype), labels, targets, swd, kernel, y
+
+    def _layer_buffers(self, n):
+        if n not in self._buffers:
+            cuda = self.cuda
+            widths = [int(o) for o in self.stack.sizes[1:]]
+            self._buffers[n] = tuple([cuda.device_array((n, o), self.dtype) for o in widths]
+                                     for _ in range(4))  # pre, out, dout, dpre
+        return self._buffers[n]
 
     def forward(self, xd):
-        """Logits (N, K) on the device for device rows xd (inference: allocates)."""
+        """Logits (N, K) on the device for device rows xd."""
+        pre, out, _, _ = self._layer_buffers(xd.shape[0])
         a = xd
-        for l, layer in enumerate(self.model.layers):
-            out = self.cuda.device_array((a.shape[0], layer.units), self.dtype)
-            pre = self.cuda.device_array((a.shape[0], layer.units), self.dtype)
-            self.kc.affine_act_forward(out, pre, a, self.ws[l], self.bs[l], layer.act_code,
-                                       self.alpha)
-            a = out
+        for l in range(self.stack.n_layers):
+            self.kc.affine_act_forward(out[l], pre[l], a, self.ws[l], self.bs[l],
+                                       int(self.stack.acts[l]), self.stack.alpha)
+            a = out[l]
         return a
 
     def penalty(self):
         """Σ_l λ_l Σ W_l², computed on the device; one scalar comes back."""
-        regs = [(l, layer.kernel_regularizer.l2) for l, layer in enumerate(self.model.layers)
-                if layer.kernel_regularizer]
-        if not regs:
+        if not np.any(self.stack.l2):
             return 0.0
         out = self.cuda.to_device(np.zeros(1, self.dtype))
-        for l, lam in regs:  # one block per layer, in order: deterministic
-            w = self.ws[l].reshape(self.ws[l].size)
-            self.k.sumsq_into[1, self.kc.REDUCE](out, w, self.dtype.type(lam))
+        for w, lam in zip(self.ws, self.stack.l2):  # one block per layer, in order
+            if lam:
+                self.k.sumsq_into[1, self.kc.REDUCE](out, w.reshape(w.size),
+                                                    self.dtype.type(lam))
         return float(out.copy_to_host()[0])
 
-    def evaluate(self, xd, labels, targets, swd, kernel, y_host):
-        """evaluate's logs with the loss computed on the device."""
+    def evaluate(self, data, with_logits=True):
+        """(mean loss + L2 penalty, host logits, or None without with_logits) on prepared
+        data."""
+        xd, labels, targets, swd, kernel, _ = data
         z = self.forward(xd)
         dz = self.cuda.device_array(tuple(z.shape), self.dtype)
         loss = self.cuda.device_array(1, self.dtype)
         self.kc.apply_loss_on_device(loss, dz, z, labels, targets, swd, kernel.code,
                                      kernel.label_smoothing)
-        logs = {"loss": float(loss.copy_to_host()[0]) + self.penalty()}
-        if self.model.metrics:
-            logs.update(self.model._metrics(None, y_host, z.copy_to_host()))
-        return logs
+        value = float(loss.copy_to_host()[0]) + self.penalty()
+        return value, z.copy_to_host() if with_logits else None
+
+    def gradient(self, grads, data):
+        """grads (device, P) = d(mean loss + L2)/d(params) on prepared data, through the
+        per-layer kernels; returns the mean loss without the penalty."""
+        xd, labels, targets, swd, kernel, _ = data
+        s, kc = self.stack, self.kc
+        pre, out, dout, dpre = self._layer_buffers(xd.shape[0])
+        z = self.forward(xd)
+        loss = self.cuda.device_array(1, self.dtype)
+        kc.apply_loss_on_device(loss, dout[-1], z, labels, targets, swd, kernel.code,
+                                kernel.label_smoothing)
+        self.k.fill[_launch(grads.shape[0])](grads, self.dtype.type(0))  # accumulated into
+        dws, dbs = s.views(grads)
+        for l in range(s.n_layers - 1, -1, -1):
+            dx = dout[l - 1] if l > 0 else self.empty2
+            kc.affine_act_backward(dx, dpre[l], dout[l], pre[l], out[l], self.ws[l],
+                                   int(s.acts[l]), s.alpha)
+            kc.weight_grad(dws[l], dbs[l], xd if l == 0 else out[l - 1], dpre[l])
+            if s.l2[l]:
+                dw, w = dws[l], self.ws[l]
+                self.k.axpy[_launch(w.size)](dw.reshape(dw.size), w.reshape(w.size),
+                                             self.dtype.type(2.0 * s.l2[l]))
+        return float(loss.copy_to_host()[0])
 
 
-def predict(model, x):
-    """model's logits for x (host or GPU rows) computed on the GPU, as a NumPy array."""
-    dm = _DeviceModel(model)
-    return dm.forward(dm.upload(x, model.dtype)).copy_to_host()
+def forward(stack, params, x):
+    """The logits for x (host or GPU rows) computed on the GPU, as a NumPy array."""
+    dev = _Device(stack, params)
+    return dev.forward(dev.upload(x, stack.dtype)).copy_to_host()
 
 
-def evaluate(model, x, y, sw, kernel):
-    """Sequential._evaluate on the GPU."""
-    dm = _DeviceModel(model)
-    labels, targets = dm.device_targets(kernel, y)
-    swd = dm.empty1 if sw is None else dm.upload(sw, model.dtype)
-    return dm.evaluate(dm.upload(x, model.dtype), labels, targets, swd, kernel, y)
+def evaluate(stack, params, x, y, sw, kernel):
+    """(mean loss + L2 penalty, logits) on (x, y), computed on the GPU."""
+    dev = _Device(stack, params)
+    return dev.evaluate(dev.prepare(x, y, sw, kernel))
 
 
-class _Trainer(_DeviceModel):
-    """Everything one fit keeps on the GPU: data, parameters, gradients, optimizer state,
-    the per-step workspace for one batch size."""
+def gradient(stack, params, x, y, sw, kernel):
+    """(mean loss + L2 penalty, dL/dparams as a NumPy array), computed on the GPU."""
+    dev = _Device(stack, params)
+    grads = dev.cuda.device_array(params.shape[0], stack.dtype)
+    loss = dev.gradient(grads, dev.prepare(x, y, sw, kernel))
+    return loss + dev.penalty(), grads.copy_to_host()
 
-    def __init__(self, model, x, y, sw, kernel, batch_size):
-        super().__init__(model)
-        cuda, dtype = self.cuda, self.dtype
-        self.kernel = kernel
+
+class Trainer(_Device):
+    """One fit on the GPU: data, parameters and optimizer state on the device for the whole
+    fit; each epoch is one call of kernels.cuda.minibatch_epoch or sgd_epoch (see the module
+    docstring)."""
+
+    def __init__(self, stack, params, optimizer, x, y, sw, kernel, batch_size, per_sample):
+        super().__init__(stack, params)
+        cuda = self.cuda
+        self.host_params, self.optimizer = params, optimizer
+        self.batch_size, self.per_sample = int(batch_size), per_sample
+        self.data = self.prepare(x, y, sw, kernel)
         self.n = int(x.shape[0])
-        self.batch_size = bs = int(batch_size)
-        self.x = self.upload(x, dtype)
-        self.labels, self.targets = self.device_targets(kernel, y)
-        self.sw = self.empty1 if sw is None else self.upload(sw, dtype)
-        self.y_host = y
-        P = model.params.size
-        self.grads = cuda.device_array(P, dtype)
-        self.dws, self.dbs = self._views(self.grads)
-        self.l2 = [l.kernel_regularizer.l2 if l.kernel_regularizer else 0.0
-                   for l in model.layers]
-        opt = model.optimizer
-        self.opt_code, self.hyper, s1, s2, self.step = opt.kernel_args(opt.lr)
+        self.grads = cuda.device_array(params.shape[0], self.dtype)
+        _, _, s1, s2, self.step = optimizer.kernel_args(optimizer.lr)
         self.host_state = (s1, s2)
-        self.state = [cuda.to_device(s) if s.size else cuda.device_array(0, dtype)
+        self.state = [cuda.to_device(s) if s.size else cuda.device_array(0, self.dtype)
                       for s in (s1, s2)]
-        self.snapshot = [cuda.device_array(a.shape[0], dtype)
+        self.snapshot = [cuda.device_array(a.shape[0], self.dtype)
                          for a in (self.params, *self.state)]
-        sizes = [int(s) for s in model.sizes]
-        self.xb = cuda.device_array((bs, sizes[0]), dtype)
-        self.lb = cuda.device_array(bs if self.labels.shape[0] else 0, np.int64)
-        self.tb = cuda.device_array((bs if self.targets.shape[0] else 0,
-                                     self.targets.shape[1] if self.targets.shape[0] else 0),
-                                    dtype)
-        self.swb = cuda.device_array(bs if self.sw.shape[0] else 0, dtype)
-        widths = sizes[1:]
-        self.pre = [cuda.device_array((bs, o), dtype) for o in widths]
-        self.out = [cuda.device_array((bs, o), dtype) for o in widths]
-        self.dout = [cuda.device_array((bs, o), dtype) for o in widths]
-        self.dpre = [cuda.device_array((bs, o), dtype) for o in widths]
-        self.n_batches = (self.n + bs - 1) // bs
-        self.batch_losses = cuda.device_array(self.n_batches, dtype)
-        self.has_bias = [int(b) >= 0 for b in model.b_off]
-        self.fused = FUSED_MLP and self.kc.fused_mlp_supported(sizes, kernel.code)
-        self.fused_ws = self.kc.FusedWorkspace(bs, sizes, dtype) if self.fused else None
-        self.batch_rows = np.array([min(bs, self.n - s) for s in range(0, self.n, bs)],
-                                   np.float64)
-
-    # ---------------------------------------------------------------- one epoch
+        self.saved_step = self.step
+        self.workspace = None  # kernels.cuda's epoch buffers, made by the first epoch
 
     def epoch(self, order, lr):
-        """One epoch over the rows in `order` (host int64); returns the mean loss without the
-        L2 penalty (the per-batch losses are the only figures copied back)."""
-        from .kernels import codes
-        kc, k, cuda = self.kc, self.k, self.cuda
-        order_d = cuda.to_device(np.ascontiguousarray(order, np.int64))
-        acts = [l.act_code for l in self.model.layers]
-        n_layers = len(acts)
-        h = self.hyper
-        momentum, nesterov, wd = float(h[1]), bool(h[2]), float(h[3])
-        beta1, beta2, eps, decoupled = float(h[4]), float(h[5]), float(h[6]), bool(h[7])
-        for b, start in enumerate(range(0, self.n, self.batch_size)):
-            m = min(self.batch_size, self.n - start)
-            xb = self.xb[:m]
-            k.gather_rows[_launch(m * xb.shape[1])](xb, self.x, order_d, start, m)
-            if self.lb.shape[0]:
-                k.gather_labels[_launch(m)](self.lb, self.labels, order_d, start, m)
-            if self.tb.shape[0]:
-                k.gather_rows[_launch(m * self.tb.shape[1])](
-                    self.tb, self.targets, order_d, start, m)
-            if self.swb.shape[0]:
-                k.gather[_launch(m)](self.swb, self.sw, order_d, start, m)
-            if self.fused:
-                kc.fused_mlp_train_step(
-                    self.batch_losses[b:b + 1], self.grads, xb, self.lb[:m], self.tb[:m],
-                    self.swb[:m], self.params, self.model.sizes, acts, self.has_bias,
-                    self.alpha, self.kernel.code, self.kernel.label_smoothing,
-                    workspace=self.fused_ws)
-            else:
-                self._layerwise_step(b, m, xb, acts)
-            for l in range(n_layers):
-                if self.l2[l]:
-                    dw, w = self.dws[l], self.ws[l]
-                    k.axpy[_launch(w.size)](dw.reshape(dw.size), w.reshape(w.size),
-                                            self.dtype.type(2.0 * self.l2[l]))
-            self.step += 1
-            if self.opt_code == codes.OPT_SGD:
-                kc.sgd_update(self.params, self.grads, self.state[0], lr, momentum, nesterov,
-                              wd)
-            else:
-                kc.adam_update(self.params, self.grads, self.state[0], self.state[1], lr, beta1,
-                               beta2, eps, wd, decoupled, self.step)
-        losses = self.batch_losses.copy_to_host().astype(np.float64)
-        return float(np.dot(losses, self.batch_rows) / max(self.n, 1))
+        s, kc = self.stack, self.kc
+        xd, labels, targets, swd, kernel, _ = self.data
+        order_d = self.cuda.to_device(np.ascontiguousarray(order, np.int64))
+        if self.per_sample:
+            return kc.sgd_epoch(self.params, xd, labels, targets, order_d, s.sizes, s.w_off,
+                                s.b_off, s.acts, s.alpha, kernel.code, lr,
+                                self.optimizer.weight_decay)
+        opt_code, hyper, _, _, _ = self.optimizer.kernel_args(lr)
+        loss, self.step, self.workspace = kc.minibatch_epoch(
+            self.params, self.grads, self.state[0], self.state[1], xd, labels, targets, swd,
+            order_d, self.batch_size, s.sizes, s.w_off, s.b_off, s.acts, s.alpha, s.l2,
+            kernel.code, kernel.label_smoothing, opt_code, hyper, self.step,
+            workspace=self.workspace, fused=None if FUSED_MLP else False)
+        return loss + self.penalty() if np.isfinite(loss) else loss
 
-    def _layerwise_step(self, b, m, xb, acts):
-        """The per-layer kernels: forward, loss, backward and weight gradients of one batch."""
-        kc, k = self.kc, self.k
-        a = xb
-        for l in range(len(acts)):
-            kc.affine_act_forward(self.out[l][:m], self.pre[l][:m], a, self.ws[l],
-                                  self.bs[l], acts[l], self.alpha)
-            a = self.out[l][:m]
-        kc.apply_loss_on_device(self.batch_losses[b:b + 1], self.dout[-1][:m], a,
-                                self.lb[:m], self.tb[:m], self.swb[:m], self.kernel.code,
-                                self.kernel.label_smoothing)
-        k.fill[_launch(self.grads.shape[0])](self.grads, self.dtype.type(0))  # accumulated into
-        for l in range(len(acts) - 1, -1, -1):
-            dx = self.dout[l - 1][:m] if l > 0 else self.empty2
-            kc.affine_act_backward(dx, self.dpre[l][:m], self.dout[l][:m], self.pre[l][:m],
-                                   self.out[l][:m], self.ws[l], acts[l], self.alpha)
-            kc.weight_grad(self.dws[l], self.dbs[l], xb if l == 0 else self.out[l - 1][:m],
-                           self.dpre[l][:m])
+    def train_logits(self):
+        return self.forward(self.data[0]).copy_to_host()
 
-    # ---------------------------------------------------------------- host sync
+    def gradient_norm(self):
+        self.gradient(self.grads, self.data)
+        g = self.grads.copy_to_host().astype(np.float64)
+        return float(np.sqrt(np.dot(g, g)))
+
+    def finite(self):
+        return all(self.kc.all_finite(a) for a in (self.params, *self.state) if a.shape[0])
 
     def save_point(self):
         for dst, src in zip(self.snapshot, (self.params, *self.state)):
@@ -456,85 +399,8 @@ class _Trainer(_DeviceModel):
 
     def sync_to_host(self):
         """model.params and the optimizer state from the GPU, in place."""
-        self.params.copy_to_host(self.model.params)
+        self.params.copy_to_host(self.host_params)
         for dev, host in zip(self.state, self.host_state):
             if host.size:
                 dev.copy_to_host(host)
-        self.model.optimizer.set_step(self.step)
-
-
-def fit(model, x, y, sw, kernel, val, epochs, batch_size, shuffle, callbacks, verbose, tol):
-    """Sequential.fit's epoch loop on the GPU (the call is validated and the model built)."""
-    from . import callbacks as callbacks_mod
-    from .models import DivergenceError
-    trainer = _Trainer(model, x, y, sw, kernel, batch_size)
-    vdata = None
-    if val is not None:
-        xv, yv, swv, vkernel = val
-        vl, vt = trainer.device_targets(vkernel, yv)
-        vdata = (trainer.upload(xv, model.dtype), vl, vt,
-                 trainer.empty1 if swv is None else trainer.upload(swv, model.dtype), vkernel, yv)
-    # user callbacks may read model.params (EarlyStopping, checkpoints); keep it fresh for them
-    host_readers = bool(callbacks) or tol is not None
-    x_host = None
-    history = callbacks_mod.History()
-    history.converged = None
-    prev_loss = None
-    callbacks = [history] + list(callbacks)
-    for cb in callbacks:
-        cb.set_model(model)
-    model.stop_training = False
-    for cb in callbacks:
-        cb.on_train_begin()
-    try:
-        for epoch in range(epochs):
-            for cb in callbacks:
-                cb.on_epoch_begin(epoch)
-            trainer.save_point()
-            lr = model.optimizer.lr_at(epoch)
-            t0 = time.perf_counter()
-            order = model.rng.permutation(trainer.n) if shuffle else np.arange(trainer.n)
-            loss = trainer.epoch(order, lr)
-            loss = loss + trainer.penalty() if math.isfinite(loss) else loss
-            if not math.isfinite(loss):
-                trainer.restore_point()
-                trainer.sync_to_host()
-                raise DivergenceError(
-                    f"the training loss became {loss} in epoch {epoch + 1}; the weights from "
-                    "the start of that epoch were restored. Lower the learning rate, scale the "
-                    "inputs, or clip the targets.")
-            logs = {"loss": loss}
-            if model.metrics:
-                z = trainer.forward(trainer.x).copy_to_host()
-                logs.update(model._metrics(None, y, z))
-            if vdata is not None:
-                vlogs = trainer.evaluate(*vdata)
-                logs.update({"val_" + key: v for key, v in vlogs.items()})
-            if verbose:
-                parts = " - ".join(f"{key}: {v:.4f}" for key, v in logs.items())
-                print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - t0:.2f}s - {parts}")
-            if host_readers:
-                trainer.sync_to_host()
-            for cb in callbacks:
-                cb.on_epoch_end(epoch, logs)
-            if tol is not None:
-                if prev_loss is not None and abs(loss - prev_loss) < tol:
-                    history.converged = "loss"
-                else:
-                    if x_host is None:
-                        x_host = to_host(x) if is_cuda_array(x) else x
-                        x_host = np.ascontiguousarray(x_host, model.dtype)
-                    if model._gradient_norm(x_host, y, sw, kernel) < tol:
-                        history.converged = "gradient"
-                prev_loss = loss
-            if model.stop_training or history.converged:
-                break
-    except DivergenceError:
-        raise
-    except BaseException:
-        trainer.sync_to_host()  # an interrupted fit leaves the weights it reached
-        raise
-    trainer.sync_to_host()
-    for cb in callbacks:
-        cb.on_train_end()
-    return history
+        self.optimizer.set_step(self.step)

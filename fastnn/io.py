@@ -13,6 +13,7 @@ import numpy as np
 
 from . import losses, optim
 from .layers import Dense
+from .models import Sequential
 
 FORMAT = "fastnn-checkpoint"
 VERSION = 1
@@ -33,7 +34,6 @@ def save(model, path):
     model : Sequential
     path : str or os.PathLike
     """
-    from .models import Sequential
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a fastnn.Sequential, got {type(model).__name__}")
     model._require_built("save")
@@ -93,7 +93,6 @@ def load(path, device=None):
     ValueError
         When the file is truncated, not an .npz, or not a fastnn checkpoint of a known version.
     """
-    from .models import Sequential
     path = _fspath(path)
     try:
         with np.load(path, allow_pickle=False) as f:
@@ -133,7 +132,7 @@ def load(path, device=None):
             opt = optim.OPTIMIZERS[o["name"]](**o["config"], schedule=schedule)
             loss = losses.LOSSES[meta["loss"]["name"]](**meta["loss"]["config"])
             model.compile(optimizer=opt, loss=loss, metrics=meta["metrics"])
-            model._set_optimizer_state({k[4:]: v for k, v in data.items() if k.startswith("opt_")})
+            opt.set_state({k[4:]: v for k, v in data.items() if k.startswith("opt_")})
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
         raise ValueError(f"{path!r} is a damaged fastnn checkpoint: {e!r}") from e
     return model

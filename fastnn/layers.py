@@ -9,6 +9,8 @@ import numbers
 import numpy as np
 
 from .kernels import codes
+from .kernels.layout import layer_views, mlp_layout
+from .validation import check_positive_int
 
 # The slope of leaky_relu for negative inputs. The kernels take one alpha per call and the
 # fused epoch one per model, so fastnn fixes it here (Keras' LeakyReLU default is 0.3,
@@ -88,16 +90,6 @@ def _regularizer(value):
     raise TypeError(f"kernel_regularizer must be None, a number or fastnn.layers.L2, got {value!r}")
 
 
-def _positive_int(value, name, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
 def _lookup(table, value, what):
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a str, one of {sorted(table)}; got {value!r}")
@@ -130,7 +122,7 @@ class Dense:
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  kernel_regularizer=None, input_dim=None):
-        self.units = _positive_int(units, "units")
+        self.units = check_positive_int(units, "units")
         name = "identity" if activation is None else activation
         self.activation = _lookup(codes.ACTIVATIONS, name, "activation")
         self.act_code = codes.ACTIVATIONS[self.activation]
@@ -139,7 +131,7 @@ class Dense:
         self.use_bias = bool(use_bias)
         self.kernel_initializer = _lookup(INITIALIZERS, kernel_initializer, "kernel_initializer")
         self.kernel_regularizer = _regularizer(kernel_regularizer)
-        self.input_dim = _positive_int(input_dim, "input_dim", allow_none=True)
+        self.input_dim = check_positive_int(input_dim, "input_dim", allow_none=True)
         self.W = None  # views into the model's flat buffer, set by Sequential.build
         self.b = None
 
@@ -161,3 +153,41 @@ class Dense:
 
     def __repr__(self):
         return f"Dense({self.units}, activation={self.activation!r})"
+
+
+# --------------------------------------------------------------------------- the stack as arrays
+
+class Stack:
+    """What the kernels need to know about a stack of Dense layers, as arrays: the widths
+    `sizes` (input first), where each layer lives in the flat buffer (`w_off`, `b_off`,
+    kernels.layout.mlp_layout), the activation codes `acts`, the per-layer L2 strengths `l2`,
+    leaky_relu's `alpha`, the dtype and P = `n_params`. Sequential builds one; the backends
+    (fastnn.cpu_backend, fastnn.cuda_backend) read it and nothing else of the model."""
+
+    def __init__(self, layers, input_dim, dtype):
+        self.sizes = np.array([input_dim] + [layer.units for layer in layers], np.int64)
+        self.has_bias = [layer.use_bias for layer in layers]
+        self.w_off, self.b_off, self.n_params = mlp_layout(self.sizes, self.has_bias)
+        self.acts = np.array([layer.act_code for layer in layers], np.int64)
+        self.l2 = np.array([layer.kernel_regularizer.l2 if layer.kernel_regularizer else 0.0
+                            for layer in layers], np.float64)
+        self.alpha = LEAKY_ALPHA
+        self.dtype = np.dtype(dtype)
+
+    @property
+    def n_layers(self):
+        return len(self.acts)
+
+    def views(self, flat):
+        """([W_l (fan_in, fan_out)], [b_l (fan_out,)]) views into a flat buffer of this layout
+        (NumPy or device arrays)."""
+        return layer_views(flat, self.sizes, self.w_off, self.b_off)
+
+    def penalty(self, params):
+        """Σ_l λ_l Σ W_l², the L2 term added to the reported loss (host params)."""
+        total = 0.0
+        for lam, w in zip(self.l2, self.views(params)[0]):
+            if lam:
+                w = w.ravel()  # a view: W is a contiguous slice of the flat buffer
+                total += float(lam) * float(np.dot(w, w))
+        return total

@@ -10,63 +10,7 @@ import numbers
 import numpy as np
 
 from .kernels import codes, cpu
-
-
-def as_array(a, name):
-    """np.asarray(a), with a failed conversion (a ragged list, a tensor that refuses NumPy, such
-    as one on a GPU or one that requires grad) reported as a TypeError naming the argument."""
-    try:
-        return np.asarray(a)
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise TypeError(f"{name} must be a rectangular numeric array (NumPy-convertible, on the "
-                        f"CPU), got {type(a).__name__}: {e}") from None
-
-
-def _numeric(y, name):
-    y = as_array(y, name)
-    if y.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must hold numbers, got dtype {y.dtype}")
-    if y.size == 0:
-        raise ValueError(f"{name} is empty")
-    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return y
-
-
-def check_labels(y, n_outputs, name="y"):
-    """Integer class labels of shape (N,) in [0, n_outputs), as int64. The kernels index with
-    them unchecked, so this is the only guard against out-of-bounds reads."""
-    y = _numeric(y, name)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1:
-        raise ValueError(f"{name} must be integer class labels of shape (n_samples,), "
-                         f"got shape {y.shape}")
-    if y.dtype.kind == "f" and np.any(y != np.round(y)):
-        bad = y[y != np.round(y)][0]
-        raise ValueError(f"{name} must be integer class labels, got non-integer value {bad}")
-    lo, hi = y.min(), y.max()
-    if lo < 0:
-        raise ValueError(f"{name} contains negative label {lo:g}; labels must be in "
-                         f"[0, {n_outputs})")
-    if hi >= n_outputs:
-        raise ValueError(f"{name} contains label {hi:g} but the model has {n_outputs} outputs")
-    return np.ascontiguousarray(y, dtype=np.int64)
-
-
-def check_targets(y, n_outputs, dtype, name="y"):
-    """Real targets of shape (N, n_outputs) ((N,) is accepted for one output)."""
-    y = _numeric(y, name)
-    if y.ndim == 1 and n_outputs == 1:
-        y = y[:, None]
-    if y.ndim != 2 or y.shape[1] != n_outputs:
-        raise ValueError(f"{name} must have shape (n_samples, {n_outputs}) to match the model's "
-                         f"{n_outputs} outputs, got shape {y.shape}")
-    with np.errstate(over="ignore"):  # an overflowing cast is reported below, by name
-        t = np.ascontiguousarray(y, dtype=dtype)
-    if not np.all(np.isfinite(t)):
-        raise ValueError(f"{name} has values too large for the model's {np.dtype(dtype).name}")
-    return t
+from .validation import check_labels, check_targets
 
 
 def _binary_targets(y, n_outputs, dtype, name, allowed):

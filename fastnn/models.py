@@ -1,11 +1,13 @@
 """Sequential: a stack of Dense layers over one flat parameter buffer, trained by the kernels.
 
-fit picks one of two paths:
-  * batch_size=1 with plain SGD and a loss sgd_epoch knows runs each epoch as one call to the
-    fused per-sample kernel (kernels.cpu.sgd_epoch);
-  * anything else is a mini-batch loop: forward with affine_act_forward, the loss kernel,
-    backward with affine_act_backward + weight_grad into the flat gradient buffer, then one
-    optimizer call. Every buffer is allocated once per (model, batch size), never per step.
+`fit` is fastnn's one training loop: epochs, callbacks, progress, divergence handling,
+validation and `tol` live here and nowhere else. The arithmetic runs on a backend chosen once
+per call from the model's device, fastnn.cpu_backend or fastnn.cuda_backend: two modules with
+the same names (forward, evaluate, gradient, Trainer), over kernels.cpu and kernels.cuda.
+Each epoch is one kernel call on either backend:
+  * batch_size=1 with plain SGD and a loss the per-sample kernel knows: sgd_epoch, the fused
+    per-sample epoch;
+  * anything else: minibatch_epoch, every mini-batch step of the epoch in one call.
 """
 import math
 import numbers
@@ -13,73 +15,18 @@ import numbers
 import numpy as np
 
 from . import callbacks as callbacks_mod
+from . import cpu_backend, cuda_backend
 from . import losses as losses_mod
 from . import optim
 from .kernels import codes, cpu
-from .kernels.layout import mlp_layout
-from .layers import LEAKY_ALPHA, Dense
+from .layers import Dense, Stack
+from .validation import check_sample_weight, check_x
 
 METRICS = ("accuracy", "mse", "mae")
 
 
 class DivergenceError(FloatingPointError):
     """The training loss became NaN or infinite; the model holds its last finite weights."""
-
-
-def check_x(x, name="x", n_features=None, dtype=np.float32):
-    """Validate a feature matrix and return it C-contiguous in `dtype` (converted, not
-    rejected, when it is a view or another float type)."""
-    if isinstance(x, (str, bytes)) or x is None:
-        raise TypeError(f"{name} must be a numeric array of shape (n_samples, n_features), "
-                        f"got {type(x).__name__}")
-    x = losses_mod.as_array(x, name)
-    if x.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must hold numbers, got dtype {x.dtype}")
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be 2-D of shape (n_samples, n_features), "
-                         f"got shape {x.shape}")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {x.shape})")
-    if n_features is not None and x.shape[1] != n_features:
-        raise ValueError(f"{name} has {x.shape[1]} features but the model expects {n_features}")
-    raw = x
-    if x.dtype != dtype or not x.flags.c_contiguous:  # (errstate costs ~1 us: only if needed)
-        with np.errstate(over="ignore"):  # an overflowing cast is reported below, by name
-            x = np.ascontiguousarray(x, dtype=dtype)
-    if not cpu.all_finite(x.reshape(-1)):  # one pass, no boolean temporary
-        if raw.dtype.kind == "f" and not np.all(np.isfinite(raw)):
-            raise ValueError(f"{name} contains NaN or infinite values")
-        raise ValueError(f"{name} has values too large for the model's {np.dtype(dtype).name}")
-    return x
-
-
-def _check_sample_weight(sw, n, dtype, name="sample_weight"):
-    if sw is None:
-        return None
-    sw = losses_mod.as_array(sw, name)
-    if sw.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must hold numbers, got dtype {sw.dtype}")
-    if sw.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},) to match x, got shape {sw.shape}")
-    sw = np.ascontiguousarray(sw, dtype=dtype)
-    if not np.all(np.isfinite(sw)) or np.any(sw < 0):
-        raise ValueError(f"{name} must be finite and >= 0")
-    return sw
-
-
-class _Workspace:
-    """The per-step buffers for one batch size: the gathered batch, and per layer the
-    pre-activations, outputs, incoming gradients (dout) and deltas (dpre)."""
-
-    def __init__(self, sizes, n, dtype, y_shape, y_dtype, weighted):
-        self.n = n
-        self.x = np.empty((n, sizes[0]), dtype)
-        self.y = np.empty((n,) + y_shape, y_dtype)
-        self.sw = np.empty(n if weighted else 0, dtype)
-        self.pre = [np.empty((n, o), dtype) for o in sizes[1:]]
-        self.out = [np.empty((n, o), dtype) for o in sizes[1:]]
-        self.dout = [np.empty((n, o), dtype) for o in sizes[1:]]
-        self.dpre = [np.empty((n, o), dtype) for o in sizes[1:]]
 
 
 class Sequential:
@@ -124,8 +71,7 @@ class Sequential:
             raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-        from .cuda_backend import resolve_device
-        self._device = resolve_device(device)  # "cpu" or "cuda": what runs the kernels
+        self._device = cuda_backend.resolve_device(device)  # "cpu" or "cuda": what runs the kernels
         self.device = device.lower()
         self.layers = layers
         self.seed = int(seed)
@@ -134,7 +80,6 @@ class Sequential:
         self.optimizer = self.loss = None
         self.metrics = []
         self.stop_training = False
-        self._workspaces = {}
         if layers[0].input_dim is not None:
             self.build(layers[0].input_dim)
 
@@ -150,33 +95,22 @@ class Sequential:
 
     def build(self, input_dim):
         """Allocate the flat buffer for `input_dim` input features and initialise it."""
-        self.sizes = np.array([input_dim] + [l.units for l in self.layers], np.int64)
-        bias = [l.use_bias for l in self.layers]
-        self.w_off, self.b_off, n_params = mlp_layout(self.sizes, bias)
-        self.acts = np.array([l.act_code for l in self.layers], np.int64)
-        self.params = np.zeros(n_params, self.dtype)
-        self.grads = np.zeros(n_params, self.dtype)
-        weights, biases = self._views(self.params)
-        grad_w, grad_b = self._views(self.grads)
-        for layer, w, b, gw, gb in zip(self.layers, weights, biases, grad_w, grad_b):
-            layer.W, layer.b, layer.dW, layer.db = w, b, gw, gb
-            # scratch for 2 λ W, so the regularizer's gradient adds without a temporary
-            layer._reg_scratch = np.empty_like(w) if layer.kernel_regularizer else None
+        self.stack = Stack(self.layers, input_dim, self.dtype)
+        # the layout as arrays, as the kernels take it (also read by tests and the bench)
+        self.sizes, self.w_off, self.b_off = self.stack.sizes, self.stack.w_off, self.stack.b_off
+        self.acts = self.stack.acts
+        self.params = np.zeros(self.stack.n_params, self.dtype)
+        for layer, w, b in zip(self.layers, *self.stack.views(self.params)):
+            layer.W, layer.b = w, b
         for layer in self.layers:
             layer.initialize(self.rng)
-        self._workspaces = {}
         if self.optimizer is not None:
-            self.optimizer.build(n_params, self.dtype)
+            self.optimizer.build(self.stack.n_params, self.dtype)
 
-    def _views(self, flat):
-        """Per-layer (fan_in, fan_out) weight views and (fan_out,) bias views into `flat`."""
-        w_off, b_off = self.w_off, self.b_off
-        ws, bs = [], []
-        for l in range(len(self.layers)):
-            fan_in, fan_out = int(self.sizes[l]), int(self.sizes[l + 1])
-            ws.append(flat[w_off[l]:w_off[l] + fan_in * fan_out].reshape(fan_in, fan_out))
-            bs.append(flat[b_off[l]:b_off[l] + fan_out] if b_off[l] >= 0 else flat[:0])
-        return ws, bs
+    @property
+    def _backend(self):
+        """The module that runs the kernels for this model: cpu_backend or cuda_backend."""
+        return cuda_backend if self._device == "cuda" else cpu_backend
 
     def _require_built(self, what):
         if not self.built:
@@ -216,13 +150,13 @@ class Sequential:
     def _check_xy(self, x, y, sample_weight=None, names=("x", "y", "sample_weight")):
         n_features = self.layers[0].input_dim if not self.built else int(self.sizes[0])
         x = self._check_x(x, names[0], n_features)
-        from .cuda_backend import to_host  # GPU labels/targets are validated on the host
-        y, sample_weight = to_host(y), to_host(sample_weight)
+        # labels, targets and weights given on the GPU are validated on the host
+        y, sample_weight = cuda_backend.to_host(y), cuda_backend.to_host(sample_weight)
         y, kernel = self.loss.prepare(y, self.n_outputs, self.dtype, names[1])
         if y.shape[0] != x.shape[0]:
             raise ValueError(f"{names[0]} and {names[1]} have different lengths: "
                              f"{x.shape[0]} and {y.shape[0]}")
-        sw = _check_sample_weight(sample_weight, x.shape[0], self.dtype, names[2])
+        sw = check_sample_weight(sample_weight, x.shape[0], self.dtype, names[2])
         return x, y, sw, kernel
 
     def _apply_class_weight(self, class_weight, y, sw):
@@ -247,8 +181,9 @@ class Sequential:
             table[key] = weight
         return table[labels] if sw is None else sw * table[labels]
 
-    def _fusable(self, batch_size, sample_weight):
-        """Whether kernels.cpu.sgd_epoch computes exactly what the mini-batch loop would."""
+    def _per_sample(self, batch_size, sample_weight):
+        """Whether the fused per-sample kernel (sgd_epoch) computes exactly what
+        minibatch_epoch would with batches of one row."""
         opt = self.optimizer
         no_bias = all(not l.use_bias for l in self.layers)
         return (batch_size == 1 and type(opt) is optim.SGD and opt.momentum == 0
@@ -263,90 +198,10 @@ class Sequential:
     def _check_x(self, x, name, n_features):
         """check_x, also for GPU arrays (torch, cupy, numba: __cuda_array_interface__), which a
         cuda model uses where they lie and a cpu model copies to the host."""
-        if not isinstance(x, np.ndarray):  # the common case skips the import below
-            from .cuda_backend import check_x as device_check_x, is_cuda_array
-            if is_cuda_array(x):
-                return device_check_x(self, x, name, n_features)
+        if not isinstance(x, np.ndarray) and cuda_backend.is_cuda_array(x):
+            return cuda_backend.check_x(x, name, n_features, self.dtype,
+                                        on_device=self._device == "cuda")
         return check_x(x, name, n_features, self.dtype)
-
-    def _forward(self, x):
-        """Logits for x (allocates: inference, not the training step)."""
-        if self._device == "cuda":
-            from .cuda_backend import predict
-            return predict(self, x)
-        out = np.empty((x.shape[0], self.n_outputs), self.dtype)
-        cpu.fused_mlp_forward(out, x, self.params, self.sizes, self.w_off, self.b_off, self.acts,
-                              LEAKY_ALPHA)
-        return out
-
-    def _penalty(self):
-        """Σ_l λ_l Σ w², the L2 term added to the reported loss."""
-        total = 0.0
-        for layer in self.layers:
-            if layer.kernel_regularizer:
-                w = layer.W.ravel()  # a view: W is a contiguous slice of the flat buffer
-                total += layer.kernel_regularizer.l2 * float(np.dot(w, w))
-        return total
-
-    # ------------------------------------------------------------------ training step
-
-    def _workspace(self, batch_size, y):
-        key = (batch_size, y.shape[1:], y.dtype.str)
-        ws = self._workspaces.get(key)
-        if ws is None:
-            # always with a sample-weight buffer; unweighted fits swap in an empty view
-            ws = _Workspace(self.sizes, batch_size, self.dtype, y.shape[1:], y.dtype, True)
-            self._workspaces[key] = ws
-        return ws
-
-    def _backprop(self, ws, kernel):
-        """Forward and backward on the batch in ws: self.grads holds d(loss)/d(params) after
-        it (L2 terms included); returns the batch's mean loss without the L2 penalty."""
-        a = ws.x
-        for l, layer in enumerate(self.layers):
-            cpu.affine_act_forward(ws.out[l], ws.pre[l], a, layer.W, layer.b, layer.act_code,
-                                   LEAKY_ALPHA)
-            a = ws.out[l]
-        loss = kernel(ws.dout[-1], a, ws.y, ws.sw)
-        self.grads.fill(0)  # weight_grad accumulates
-        for l in range(len(self.layers) - 1, -1, -1):
-            layer = self.layers[l]
-            dx = ws.dout[l - 1] if l > 0 else _EMPTY2[self.dtype.char]
-            cpu.affine_act_backward(dx, ws.dpre[l], ws.dout[l], ws.pre[l], ws.out[l], layer.W,
-                                    layer.act_code, LEAKY_ALPHA)
-            cpu.weight_grad(layer.dW, layer.db, ws.x if l == 0 else ws.out[l - 1], ws.dpre[l])
-            reg = layer.kernel_regularizer
-            if reg:
-                np.multiply(layer.W, 2.0 * reg.l2, out=layer._reg_scratch)
-                np.add(layer.dW, layer._reg_scratch, out=layer.dW)
-        return loss
-
-    def _minibatch_epoch(self, x, y, sw, kernel, batch_size, shuffle, lr):
-        """One epoch of mini-batch training in one kernel call (kernels.cpu.minibatch_epoch):
-        the per-step cost is the arithmetic, not a Python loop's dispatch."""
-        n = x.shape[0]
-        order = self.rng.permutation(n) if shuffle else np.arange(n)
-        labels, targets = kernel.split(y, self.dtype)
-        l2 = np.array([l.kernel_regularizer.l2 if l.kernel_regularizer else 0.0
-                       for l in self.layers])
-        opt_code, hyper, state1, state2, step = self.optimizer.kernel_args(lr)
-        loss, step = cpu.minibatch_epoch(
-            self.params, self.grads, state1, state2, x, labels, targets,
-            np.zeros(0, self.dtype) if sw is None else sw, order, min(batch_size, n),
-            self.sizes, self.w_off, self.b_off, self.acts, LEAKY_ALPHA, l2, kernel.code,
-            kernel.label_smoothing, opt_code, hyper, step)
-        self.optimizer.set_step(step)
-        return loss + self._penalty()
-
-    def _fused_epoch(self, x, y, shuffle, lr):
-        n = x.shape[0]
-        order = self.rng.permutation(n) if shuffle else np.arange(n)
-        code = self.loss.fused_code
-        labels = y if code == codes.LOSS_SOFTMAX_CE else np.zeros(0, np.int64)
-        targets = y if code != codes.LOSS_SOFTMAX_CE else np.zeros((0, 0), self.dtype)
-        return cpu.sgd_epoch(self.params, x, labels, targets, order, self.sizes, self.w_off,
-                             self.b_off, self.acts, LEAKY_ALPHA, code, lr,
-                             self.optimizer.weight_decay)
 
     # ------------------------------------------------------------------ fit
 
@@ -448,11 +303,13 @@ class Sequential:
             self.optimizer.build(self.params.size, self.dtype)
         n = x.shape[0]
         bs = n if batch_size is None else min(batch_size, n)
-        if self._device == "cuda":  # the same loop with everything kept on the GPU
-            from .cuda_backend import fit as cuda_fit
-            return cuda_fit(self, x, y, sw, kernel, val, epochs, bs, shuffle, callbacks,
-                            verbose, tol)
-        fused = self._fusable(bs, sw)
+        # the backend, chosen once: everything below runs the same on the CPU and the GPU
+        trainer = self._backend.Trainer(self.stack, self.params, self.optimizer, x, y, sw,
+                                        kernel, bs, self._per_sample(bs, sw))
+        val_data = None if val is None else trainer.prepare(*val)
+        # user callbacks may read model.params (EarlyStopping, checkpoints): on the GPU they
+        # are copied back each epoch only for them
+        host_readers = bool(callbacks)
         history = callbacks_mod.History()
         history.converged = None
         prev_loss = None
@@ -462,80 +319,54 @@ class Sequential:
         for cb in callbacks:
             cb.set_model(self)
         self.stop_training = False
-        last_good = np.empty_like(self.params)
         for cb in callbacks:
             cb.on_train_begin()
-        for epoch in range(epochs):
-            for cb in callbacks:
-                cb.on_epoch_begin(epoch)
-            np.copyto(last_good, self.params)
-            opt_state = {k: np.copy(v) for k, v in self.optimizer.state().items()}
-            lr = self.optimizer.lr_at(epoch)
-            if fused:
-                loss = self._fused_epoch(x, y, shuffle, lr)
-            else:
-                loss = self._minibatch_epoch(x, y, sw, kernel, bs, shuffle, lr)
-            # the loss is measured before each step, so the epoch's last update can overflow
-            # the weights (or the optimizer's moments) while the loss still reads finite
-            finite = math.isfinite(loss) and cpu.all_finite(self.params) and all(
-                cpu.all_finite(v.reshape(-1)) for v in self.optimizer.state().values()
-                if v.dtype.kind == "f")
-            if not finite:
-                np.copyto(self.params, last_good)
-                self._set_optimizer_state(opt_state)
-                what = (f"the training loss became {loss}" if not math.isfinite(loss)
-                        else "the weights became NaN or infinite")
-                raise DivergenceError(
-                    f"{what} in epoch {epoch + 1}; the weights from "
-                    "the start of that epoch were restored. Lower the learning rate, scale the "
-                    "inputs, or clip the targets.")
-            logs = {"loss": loss}
-            logs.update(self._metrics(x, y))
-            if val is not None:
-                vlogs = self._evaluate(*val)
-                logs.update({"val_" + k: v for k, v in vlogs.items()})
-            for cb in callbacks:
-                cb.on_epoch_end(epoch, logs)
-            if tol is not None:
-                if prev_loss is not None and abs(loss - prev_loss) < tol:
-                    history.converged = "loss"
-                elif self._gradient_norm(x, y, sw, kernel) < tol:
-                    history.converged = "gradient"
-                prev_loss = loss
-            if self.stop_training or history.converged:
-                break
+        try:
+            for epoch in range(epochs):
+                for cb in callbacks:
+                    cb.on_epoch_begin(epoch)
+                trainer.save_point()
+                lr = self.optimizer.lr_at(epoch)
+                order = self.rng.permutation(n) if shuffle else np.arange(n)
+                loss = trainer.epoch(order, lr)
+                if not (math.isfinite(loss) and trainer.finite()):
+                    trainer.restore_point()
+                    what = (f"the training loss became {loss}" if not math.isfinite(loss)
+                            else "the weights became NaN or infinite")
+                    raise DivergenceError(
+                        f"{what} in epoch {epoch + 1}; the weights from the start of that "
+                        "epoch were restored. Lower the learning rate, scale the inputs, or "
+                        "clip the targets.")
+                logs = {"loss": loss}
+                if self.metrics:
+                    logs.update(self._metrics(trainer.train_logits(), y))
+                if val_data is not None:
+                    vloss, vz = trainer.evaluate(val_data, with_logits=bool(self.metrics))
+                    logs["val_loss"] = vloss
+                    if self.metrics:
+                        logs.update({"val_" + k: v for k, v in self._metrics(vz, val[1]).items()})
+                if host_readers:
+                    trainer.sync_to_host()
+                for cb in callbacks:
+                    cb.on_epoch_end(epoch, logs)
+                if tol is not None:
+                    if prev_loss is not None and abs(loss - prev_loss) < tol:
+                        history.converged = "loss"
+                    elif trainer.gradient_norm() < tol:
+                        history.converged = "gradient"
+                    prev_loss = loss
+                if self.stop_training or history.converged:
+                    break
+        finally:  # an interrupted or diverged fit leaves the weights it reached (or restored)
+            trainer.sync_to_host()
         for cb in callbacks:
             cb.on_train_end()
         return history
 
-    def _gradient_norm(self, x, y, sw, kernel):
-        """||dL/dparams|| of the full-batch loss, through the full-batch workspace."""
-        ws = self._workspace(x.shape[0], y)
-        ws.x[...], ws.y[...] = x, y
-        if sw is None:
-            keep, ws.sw = ws.sw, ws.sw[:0]  # empty means "no sample weights" to the kernels
-        else:
-            ws.sw[...] = sw
-        try:
-            self._backprop(ws, kernel)
-        finally:
-            if sw is None:
-                ws.sw = keep
-        return float(np.sqrt(np.dot(self.grads, self.grads)))
-
-    def _set_optimizer_state(self, state):
-        for key, value in state.items():
-            if key == "t":
-                self.optimizer.t = int(value)
-            else:
-                np.copyto(self.optimizer.state()[key], value)
-
     # ------------------------------------------------------------------ inference
 
-    def _metrics(self, x, y, z=None):
-        if not self.metrics:
-            return {}
-        z = self._forward(x) if z is None else z
+    def _metrics(self, z, y):
+        """The compiled metrics of logits z against y (as `prepare` returned it)."""
         out = {}
         for m in self.metrics:
             if m == "accuracy":
@@ -547,27 +378,19 @@ class Sequential:
                 out[m] = float(np.mean(r * r)) if m == "mse" else float(np.mean(np.abs(r)))
         return out
 
-    def _evaluate(self, x, y, sw, kernel):
-        if self._device == "cuda":
-            from .cuda_backend import evaluate
-            return evaluate(self, x, y, sw, kernel)
-        z = self._forward(x)
-        dz = np.empty_like(z)
-        loss = kernel(dz, z, y, np.zeros(0, self.dtype) if sw is None else sw)
-        logs = {"loss": loss + self._penalty()}
-        logs.update(self._metrics(x, y, z))
-        return logs
-
     def evaluate(self, x, y, sample_weight=None):
         """Loss (mean over samples, plus any L2 penalty) and metrics on (x, y), as a dict."""
         self._require_compiled("evaluate")
         self._require_built("evaluate")
-        return self._evaluate(*self._check_xy(x, y, sample_weight))
+        x, y, sw, kernel = self._check_xy(x, y, sample_weight)
+        loss, z = self._backend.evaluate(self.stack, self.params, x, y, sw, kernel)
+        return {"loss": loss, **self._metrics(z, y)}
 
     def predict(self, x):
         """The last layer's output (logits) of shape (n_samples, n_outputs)."""
         self._require_built("predict")
-        return self._forward(self._check_x(x, "x", int(self.sizes[0])))
+        x = self._check_x(x, "x", int(self.sizes[0]))
+        return self._backend.forward(self.stack, self.params, x)
 
     def predict_proba(self, x):
         """Class probabilities: softmax of the logits for softmax cross-entropy and KL, one
@@ -670,9 +493,8 @@ class Sequential:
 
     def save(self, path):
         """Save architecture, weights and optimizer state to an .npz (see fastnn.io.save)."""
+        # the one import against the floors' direction (io sits above models: io.load builds
+        # a Sequential), kept inside the method so that neither module needs the other to load
         from .io import save
         save(self, path)
 
-
-# the "absent" dx for the first layer, one per dtype so the kernels keep one specialisation
-_EMPTY2 = {"f": np.zeros((0, 0), np.float32), "d": np.zeros((0, 0), np.float64)}

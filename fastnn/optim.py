@@ -1,7 +1,9 @@
 """Optimizers over the one flat parameter buffer, and learning-rate schedules.
 
-Each optimizer's `step` is one kernel call (kernels.cpu.sgd_update or adam_update) over all P
-parameters; its state (velocity, moments) is flat too, allocated once in `build`.
+An optimizer is a description the epoch kernels read (`kernel_args`: its code, its
+hyper-parameters in the slots kernels.codes names, its flat state arrays) and that state
+(velocity, moments, each of length P, allocated once in `build`); the kernels update every
+parameter in one pass per step (kernels.cpu.sgd_update / adam_update inside minibatch_epoch).
 
 Schedules are evaluated once per epoch: lr_e = schedule(lr, epoch), epoch counted from 0. The
 fused per-sample epoch takes one learning rate per call, so a per-epoch schedule is the one
@@ -12,16 +14,8 @@ import numbers
 
 import numpy as np
 
-from .kernels import codes, cpu
-
-
-def _number(value, name, low=0.0, high=math.inf, low_open=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a finite number, got {value!r}")
-    if value < low or value > high or (low_open and value == low):
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {value!r}")
-    return float(value)
+from .kernels import codes
+from .validation import check_number
 
 
 # --------------------------------------------------------------------------- schedules
@@ -40,7 +34,7 @@ class InverseScaling:
     """lr_e = lr / (epoch + 1) ** power (scikit-learn's "invscaling", per epoch)."""
 
     def __init__(self, power=0.5):
-        self.power = _number(power, "power")
+        self.power = check_number(power, "power")
 
     def __call__(self, lr, epoch):
         return lr / (epoch + 1) ** self.power
@@ -53,7 +47,7 @@ class StepDecay:
     """lr_e = lr * drop ** floor(epoch / every)."""
 
     def __init__(self, drop=0.5, every=10):
-        self.drop = _number(drop, "drop", 0.0, 1.0, low_open=True)
+        self.drop = check_number(drop, "drop", 0.0, 1.0, low_open=True)
         if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
             raise ValueError(f"every must be a positive int, got {every!r}")
         self.every = int(every)
@@ -72,7 +66,7 @@ class Cosine:
         if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
             raise ValueError(f"epochs must be a positive int, got {epochs!r}")
         self.epochs = int(epochs)
-        self.min_lr = _number(min_lr, "min_lr")
+        self.min_lr = check_number(min_lr, "min_lr")
 
     def __call__(self, lr, epoch):
         frac = min(epoch, self.epochs) / self.epochs
@@ -108,7 +102,7 @@ class Optimizer:
     name = None
 
     def __init__(self, lr, schedule):
-        self.lr = _number(lr, "lr", low_open=True)
+        self.lr = check_number(lr, "lr", low_open=True)
         self.schedule = _schedule(schedule)
 
     def lr_at(self, epoch):
@@ -116,9 +110,6 @@ class Optimizer:
 
     def build(self, n_params, dtype):
         """Allocate the flat state for P parameters (resets it)."""
-        raise NotImplementedError
-
-    def step(self, params, grads, lr):
         raise NotImplementedError
 
     def state(self):
@@ -132,12 +123,24 @@ class Optimizer:
     def set_step(self, step):
         """Record the step count a fused epoch returned (Adam's bias corrections need it)."""
 
+    def set_state(self, state):
+        """Write `state` (a dict as `state()` returns, e.g. copies taken earlier or arrays read
+        from a checkpoint) into the live state arrays, in place."""
+        for key, value in state.items():
+            if key == "t":
+                self.set_step(int(value))
+            else:
+                np.copyto(self.state()[key], value)
+
     def _hyper(self, lr, momentum=0.0, nesterov=False, weight_decay=0.0, beta1=0.0, beta2=0.0,
                eps=0.0, decoupled=False):
-        # the layout kernels.codes documents: [lr, momentum, nesterov, weight_decay, beta1,
-        # beta2, eps, decoupled]
-        return np.array([lr, momentum, float(nesterov), weight_decay, beta1, beta2, eps,
-                         float(decoupled)], np.float64)
+        """The hyper array the epoch kernels read, slot by slot as kernels.codes names them."""
+        hyper = np.zeros(codes.N_HYPER, np.float64)
+        hyper[codes.HYPER_LR], hyper[codes.HYPER_MOMENTUM] = lr, momentum
+        hyper[codes.HYPER_NESTEROV], hyper[codes.HYPER_WEIGHT_DECAY] = nesterov, weight_decay
+        hyper[codes.HYPER_BETA1], hyper[codes.HYPER_BETA2] = beta1, beta2
+        hyper[codes.HYPER_EPS], hyper[codes.HYPER_DECOUPLED] = eps, decoupled
+        return hyper
 
     def get_config(self):
         raise NotImplementedError
@@ -160,20 +163,16 @@ class SGD(Optimizer):
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, schedule=None):
         super().__init__(lr, schedule)
-        self.momentum = _number(momentum, "momentum", 0.0, 1.0)
+        self.momentum = check_number(momentum, "momentum", 0.0, 1.0)
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
-        self.weight_decay = _number(weight_decay, "weight_decay")
+        self.weight_decay = check_number(weight_decay, "weight_decay")
         self.velocity = None
 
     def build(self, n_params, dtype):
         # with momentum 0 the kernel never reads the velocity, so it stays empty
         self.velocity = np.zeros(n_params if self.momentum else 0, dtype)
-
-    def step(self, params, grads, lr):
-        cpu.sgd_update(params, grads, self.velocity, lr, self.momentum, self.nesterov,
-                       self.weight_decay)
 
     def state(self):
         return {"velocity": self.velocity}
@@ -205,12 +204,12 @@ class Adam(Optimizer):
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
                  schedule=None):
         super().__init__(lr, schedule)
-        self.beta1 = _number(beta1, "beta1", 0.0, 1.0)
-        self.beta2 = _number(beta2, "beta2", 0.0, 1.0)
+        self.beta1 = check_number(beta1, "beta1", 0.0, 1.0)
+        self.beta2 = check_number(beta2, "beta2", 0.0, 1.0)
         if self.beta1 == 1.0 or self.beta2 == 1.0:
             raise ValueError("beta1 and beta2 must be < 1")
-        self.eps = _number(eps, "eps", low_open=True)
-        self.weight_decay = _number(weight_decay, "weight_decay")
+        self.eps = check_number(eps, "eps", low_open=True)
+        self.weight_decay = check_number(weight_decay, "weight_decay")
         self.m = self.v = None
         self.t = 0  # steps taken, for the bias corrections
 
@@ -218,11 +217,6 @@ class Adam(Optimizer):
         self.m = np.zeros(n_params, dtype)
         self.v = np.zeros(n_params, dtype)
         self.t = 0
-
-    def step(self, params, grads, lr):
-        self.t += 1
-        cpu.adam_update(params, grads, self.m, self.v, lr, self.beta1, self.beta2, self.eps,
-                        self.weight_decay, self.decoupled, self.t)
 
     def state(self):
         return {"m": self.m, "v": self.v, "t": np.array(self.t, np.int64)}

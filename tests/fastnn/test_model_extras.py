@@ -34,14 +34,23 @@ def test_gradcheck_agrees_with_backprop(loss, y):
 def test_gradcheck_catches_a_wrong_gradient(monkeypatch):
     model = _smooth_model()
     model.compile(loss="softmax_cross_entropy")
-    real = fn.Sequential._backprop
+    real = fn.cpu_backend.gradient
 
-    def off_by_one_percent(self, ws, kernel):
-        loss = real(self, ws, kernel)
-        self.grads *= 1.01
-        return loss
-    monkeypatch.setattr(fn.Sequential, "_backprop", off_by_one_percent)
+    def off_by_one_percent(*args):
+        loss, grads = real(*args)
+        return loss, grads * 1.01
+    monkeypatch.setattr(fn.cpu_backend, "gradient", off_by_one_percent)
     assert fn.gradcheck(model, X, Y) > 1e-3  # a 1% error is |0.01 g| / 2.01 |g| ~ 5e-3
+
+
+def test_gradcheck_builds_a_compiled_model_that_has_not_seen_data():
+    model = fn.Sequential([fn.Dense(5, activation="tanh"), fn.Dense(3)], seed=4)
+    model.compile(loss="softmax_cross_entropy")
+    assert not model.built
+    assert fn.gradcheck(model, X, Y) < 1e-5  # the bound of test_gradcheck_agrees_with_backprop
+    assert model.built and model.count_params() == 4 * 5 + 5 + 5 * 3 + 3
+    with pytest.raises(RuntimeError, match="compile"):
+        fn.gradcheck(fn.Sequential([fn.Dense(2)]), X, Y)
 
 
 def test_class_weight_equals_the_matching_sample_weights():
@@ -108,5 +117,17 @@ def test_gradient_norm_matches_gradcheck_gradient():
     model = fn.Sequential([fn.Dense(1, input_dim=2)], dtype="float64")
     model.compile(loss="mse")
     model.set_weights([np.array([[0.5], [1.5]]), np.array([0.1])])
-    kernel = model.loss.prepare(y, 1, np.float64)[1]
-    assert model._gradient_norm(x, y, None, kernel) < 1e-12  # the exact solution
+    y, kernel = model.loss.prepare(y, 1, np.float64)
+    trainer = fn.cpu_backend.Trainer(model.stack, model.params, model.optimizer, x, y, None,
+                                     kernel, 30, False)
+    assert trainer.gradient_norm() < 1e-12  # the exact solution
+    loss, grads = fn.cpu_backend.gradient(model.stack, model.params, x, y, None, kernel)
+    assert loss < 1e-28 and np.abs(grads).max() < 1e-12
+    # away from it, the norm is the full-batch gradient's
+    model.set_weights([np.array([[0.0], [1.5]]), np.array([0.1])])
+    _, grads = fn.cpu_backend.gradient(model.stack, model.params, x, y, None, kernel)
+    np.testing.assert_allclose(trainer.gradient_norm(), np.linalg.norm(grads), rtol=1e-14)
+    # mse's 1/2 (z - y)^2 with residual r = -0.5 x_0: dL/dW = mean(x r), dL/db = mean(r)
+    r = -0.5 * x[:, 0]
+    np.testing.assert_allclose(grads, [np.mean(x[:, 0] * r), np.mean(x[:, 1] * r), np.mean(r)],
+                               rtol=1e-12)
