@@ -24,8 +24,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import callbacks, optim
-from .estimators import (check_classifier_data, check_predict_data, check_sample_weight,
-                         fit_guard, seed_from, train_linear, validate_data)
+from .estimator_utils import (check_classifier_data, check_predict_data, check_sample_weight,
+                              fit_guard, seed_from, sigmoid, softmax, train_linear,
+                              validate_data)
 
 __all__ = ["LinearRegression", "LogisticRegression", "SoftmaxRegression", "Perceptron",
            "LinearSVM"]
@@ -33,18 +34,6 @@ __all__ = ["LinearRegression", "LogisticRegression", "SoftmaxRegression", "Perce
 _POSITIVE = Interval(Real, 0, None, closed="neither")
 _NON_NEGATIVE = Interval(Real, 0, None, closed="left")
 _COUNT = Interval(Integral, 1, None, closed="left")
-
-
-def _sigmoid(z):
-    # branch-free and overflow-free: exp only ever sees -|z|
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
-def _softmax(z):
-    # subtract the row max so exp never overflows
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 class LinearRegression(RegressorMixin, BaseEstimator):
@@ -269,11 +258,11 @@ class LogisticRegression(_LinearClassifier):
         """Class probabilities of shape (n_samples, n_classes), columns in classes_ order."""
         z = self.decision_function(X)
         if z.ndim == 1:
-            p = _sigmoid(z)
+            p = sigmoid(z)
             return np.column_stack([1 - p, p])
         if self._multinomial:
-            return _softmax(z)
-        p = _sigmoid(z)
+            return softmax(z)
+        p = sigmoid(z)
         return p / p.sum(axis=1, keepdims=True)
 
     def predict_log_proba(self, X):

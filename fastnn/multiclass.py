@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
 from sklearn.utils.metaestimators import available_if
 
-from .estimators import check_classifier_data, check_predict_data, fit_guard
+from .estimator_utils import check_classifier_data, check_predict_data, fit_guard
 
 __all__ = ["OneVsRestClassifier", "OneVsOneClassifier"]
 

@@ -20,8 +20,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import callbacks, optim
-from .estimators import (check_classifier_data, check_predict_data, fit_guard, forward,
-                         seed_from, validate_data)
+from .estimator_utils import (check_classifier_data, check_predict_data, fit_guard, forward,
+                              seed_from, sigmoid, softmax, validate_data)
 from .kernels import codes
 from .layers import L2, Dense
 from .models import Sequential
@@ -180,11 +180,6 @@ class _BaseMLP(BaseEstimator):
         return forward(X, self.coefs_, self.intercepts_, acts)
 
 
-def _sigmoid(z):
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """A multi-layer perceptron classifier: hidden Dense layers, then one logistic output for
     two classes (binary cross-entropy) or K softmax outputs (softmax cross-entropy).
@@ -228,10 +223,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """Class probabilities of shape (n_samples, n_classes), columns in classes_ order."""
         z = self._logits(X)
         if z.shape[1] == 1:
-            p = _sigmoid(z[:, 0])
+            p = sigmoid(z[:, 0])
             return np.column_stack([1 - p, p])
-        e = np.exp(z - z.max(axis=1, keepdims=True))  # the row max keeps exp finite
-        return e / e.sum(axis=1, keepdims=True)
+        return softmax(z)
 
     def predict_log_proba(self, X):
         return np.log(self.predict_proba(X))

@@ -1,0 +1,132 @@
+"""What fastnn's scikit-learn estimators share: input checks, the seed, the fit guard, the
+one-Dense-layer trainer, the NumPy forward pass of fitted weights, and sigmoid / softmax for
+predict_proba.
+
+fastnn.linear_model, fastnn.multiclass and fastnn.neural_network build on these; the report
+that compares them with scikit-learn is fastnn.estimators. This module imports scikit-learn;
+fastnn's core does not, so `import fastnn` works without it.
+"""
+import numpy as np
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+from sklearn.utils.validation import validate_data as _sklearn_validate_data
+
+from .kernels import codes, cpu
+from .layers import LEAKY_ALPHA, L2, Dense
+from .models import Sequential
+
+
+def fit_guard(fit):
+    """Wrap a fit method so that a call that raises leaves the estimator as it was."""
+
+    def guarded(self, *args, **kwargs):
+        saved = dict(self.__dict__)
+        try:
+            return fit(self, *args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    guarded.__name__, guarded.__doc__ = fit.__name__, fit.__doc__
+    guarded.__wrapped__ = fit
+    return guarded
+
+
+def validate_data(estimator, X="no_validation", y="no_validation", **kwargs):
+    """scikit-learn's validate_data, with a failed conversion to an array (a ragged list, a
+    tensor that refuses NumPy, such as a GPU tensor or one requiring grad) reported as a
+    TypeError that names X or y instead of the converter's own error. Arrays come back
+    C-contiguous, so a Fortran-ordered or strided X gives bitwise the fit and predictions of
+    its C-ordered copy (BLAS and LAPACK round differently per layout)."""
+    kwargs.setdefault("order", "C")
+    try:
+        return _sklearn_validate_data(estimator, X, y, **kwargs)
+    except (TypeError, ValueError, RuntimeError) as e:
+        for name, a in (("X", X), ("y", y)):
+            try:
+                np.asarray(a)
+            except (TypeError, ValueError, RuntimeError) as bad:
+                raise TypeError(f"{name} must be a rectangular numeric array (NumPy-convertible, "
+                                f"on the CPU), got {type(a).__name__}: {bad}") from e
+        raise
+
+
+def seed_from(random_state):
+    """The int seed Sequential takes, drawn from a scikit-learn random_state."""
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+def check_classifier_data(estimator, X, y):
+    """X as float64 and y as indices into classes_ (np.unique order); at least 2 classes."""
+    X, y = validate_data(estimator, X, y, dtype=np.float64)
+    check_classification_targets(y)
+    classes, y_idx = np.unique(y, return_inverse=True)
+    if classes.size < 2:
+        raise ValueError(f"y must hold at least 2 classes to fit a classifier; got 1 class: "
+                         f"{classes[0]!r}")
+    return X, classes, y_idx.astype(np.int64)
+
+
+def check_sample_weight(sample_weight, n):
+    """sample_weight as float64 of shape (n,), non-negative; None stays None."""
+    if sample_weight is None:
+        return None
+    # negative weights have no meaning here (and √w in LinearRegression's solve would be NaN)
+    return _check_sample_weight(sample_weight, np.empty((n, 1)), dtype=np.float64,
+                                ensure_non_negative=True)
+
+
+def check_predict_data(estimator, X):
+    """X of a fitted estimator as float64, with as many features as it was fitted on."""
+    check_is_fitted(estimator)
+    return validate_data(estimator, X, reset=False, dtype=np.float64)
+
+
+def train_linear(X, T, loss, n_outputs, l2, fit_intercept, optimizer, max_iter, batch_size,
+                 tol, seed, shuffle=True, sample_weight=None, callbacks=None):
+    """Fit one Dense layer (zero start) with `loss` on the kernels; return
+    (coef (n_outputs, n_features), intercept (n_outputs,), epochs run, History).
+
+    l2 is the λ of λ ||W||² added to the mean loss (0 for none)."""
+    layer = Dense(n_outputs, use_bias=fit_intercept, kernel_initializer="zeros",
+                  kernel_regularizer=L2(l2) if l2 > 0 else None)
+    model = Sequential([layer], seed=seed, dtype="float64")
+    model.compile(optimizer=optimizer, loss=loss)
+    history = model.fit(X, T, epochs=max_iter, batch_size=batch_size, shuffle=shuffle,
+                        sample_weight=sample_weight, verbose=0, tol=tol, callbacks=callbacks)
+    coef = np.ascontiguousarray(layer.W.T)
+    intercept = layer.b.copy() if fit_intercept else np.zeros(n_outputs)
+    return coef, intercept, len(history.epoch), history
+
+
+def forward(X, coefs, intercepts, act_codes):
+    """Logits of a stack of dense layers through kernels.cpu.affine_act_forward (float64)."""
+    a = np.ascontiguousarray(X, dtype=np.float64)
+    for w, b, act in zip(coefs, intercepts, act_codes):
+        out = np.empty((a.shape[0], w.shape[1]))
+        pre = np.empty_like(out)
+        cpu.affine_act_forward(out, pre, a, w, b, act, LEAKY_ALPHA)
+        a = out
+    return a
+
+
+def sigmoid(z):
+    """The logistic function of z, any shape, in float64, through
+    kernels.cpu.activation_forward (its stable form: exp only ever sees -|z|)."""
+    z = np.asarray(z, dtype=np.float64)
+    # elementwise, so any shape goes through the (N, O) kernel as one column
+    flat = np.ascontiguousarray(z).reshape(-1, 1)
+    out = np.empty_like(flat)
+    cpu.activation_forward(out, flat, codes.SIGMOID, 0.0)
+    return out.reshape(z.shape)
+
+
+def softmax(z):
+    """Row-wise softmax of z of shape (n_samples, n_classes), in float64, through
+    kernels.cpu.softmax (the row max is subtracted, so exp never overflows)."""
+    z = np.ascontiguousarray(z, dtype=np.float64)
+    out = np.empty_like(z)
+    cpu.softmax(out, z)
+    return out

@@ -1,0 +1,140 @@
+"""fastnn.estimator_utils: the helpers the scikit-learn estimators share, against plain NumPy."""
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator
+from sklearn.datasets import load_iris
+
+from fastnn.estimator_utils import (check_classifier_data, check_sample_weight, fit_guard,
+                                    forward, seed_from, sigmoid, softmax)
+from fastnn.kernels import codes
+from fastnn.linear_model import LogisticRegression, SoftmaxRegression
+from fastnn.neural_network import MLPClassifier
+
+# logits from 0 to the edge of float64, both signs, and the exp overflow / underflow edges
+EXTREME = np.array([0.0, 1e-300, -1e-300, 1.0, -1.0, 36.0, -36.0, 709.0, -709.0, 746.0,
+                    -746.0, 1e300, -1e300, 1.7e308, -1.7e308])
+
+
+def _sigmoid_ref(z):
+    # exp only ever sees -|z|, so neither branch overflows
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _softmax_ref(z):
+    # subtract the row max so exp never overflows; z - max may overflow to -inf near the
+    # edge of float64, whose exp is the right 0
+    with np.errstate(over="ignore"):
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- sigmoid, softmax
+
+@pytest.mark.parametrize("shape", [(15,), (5, 3), (3, 5), (1, 15)])
+def test_sigmoid_matches_numpy_at_extreme_logits(shape):
+    z = EXTREME.reshape(shape)
+    p = sigmoid(z)
+    assert p.shape == z.shape and p.dtype == np.float64
+    assert np.all(np.isfinite(p)) and np.all((p >= 0) & (p <= 1))
+    np.testing.assert_allclose(p, _sigmoid_ref(z), rtol=1e-15, atol=0)
+    assert sigmoid(np.array([1e300]))[0] == 1.0 and sigmoid(np.array([-1e300]))[0] == 0.0
+
+
+def test_sigmoid_takes_any_layout_and_keeps_nan():
+    rng = np.random.default_rng(0)
+    z = rng.normal(scale=50, size=(7, 4))
+    np.testing.assert_array_equal(sigmoid(np.asfortranarray(z)), sigmoid(z))
+    np.testing.assert_array_equal(sigmoid(z[:, ::2]), sigmoid(z)[:, ::2])
+    np.testing.assert_array_equal(sigmoid(z.astype(np.float32)), sigmoid(
+        z.astype(np.float32).astype(np.float64)))
+    assert np.isnan(sigmoid(np.array([np.nan, 0.0]))[0])
+
+
+def test_softmax_matches_numpy_at_extreme_logits():
+    z = np.array([[1e300, -1e300, 0.0], [-1e300, -1e300, -1e300], [1e300, 1e300, 1e300],
+                  [746.0, -746.0, 0.0], [1.7e308, -1.7e308, 1.0], [0.0, 0.0, 0.0],
+                  [1.0, 2.0, 3.0], [-709.0, 0.0, 709.0]])
+    p = softmax(z)
+    assert p.shape == z.shape and np.all(np.isfinite(p))
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(p, _softmax_ref(z), rtol=1e-14, atol=1e-300)
+    np.testing.assert_array_equal(p[0], [1.0, 0.0, 0.0])
+
+
+def test_softmax_random_logits_match_numpy():
+    z = np.random.default_rng(1).normal(scale=30, size=(50, 7))
+    np.testing.assert_allclose(softmax(z), _softmax_ref(z), rtol=1e-13, atol=1e-300)
+    np.testing.assert_array_equal(softmax(np.asfortranarray(z)), softmax(z))
+
+
+def test_predict_proba_is_the_numpy_formula_of_the_logits():
+    """predict_proba through the kernels is what the NumPy sigmoid / softmax of the same
+    logits gives, up to rounding."""
+    X, y = load_iris(return_X_y=True)
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    Xt = np.vstack([X, 100 * X[:5]])  # large logits too
+    for est, link in [(LogisticRegression(max_iter=50).fit(X, y), "ovr"),
+                      (LogisticRegression(max_iter=50).fit(X, y == 2), "binary"),
+                      (SoftmaxRegression(max_iter=50).fit(X, y), "softmax")]:
+        z = est.decision_function(Xt)
+        if link == "binary":
+            q = _sigmoid_ref(z)
+            ref = np.column_stack([1 - q, q])
+        elif link == "ovr":
+            q = _sigmoid_ref(z)
+            ref = q / q.sum(axis=1, keepdims=True)
+        else:
+            ref = _softmax_ref(z)
+        np.testing.assert_allclose(est.predict_proba(Xt), ref, rtol=1e-13, atol=1e-300)
+    mlp = MLPClassifier((8,), max_iter=20, random_state=0).fit(X, y)
+    z = forward(Xt, mlp.coefs_, mlp.intercepts_, [codes.RELU, codes.IDENTITY])
+    np.testing.assert_allclose(mlp.predict_proba(Xt), _softmax_ref(z), rtol=1e-13,
+                               atol=1e-300)
+
+
+# --------------------------------------------------------------------------- the other helpers
+
+def test_forward_is_the_numpy_forward_pass():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(6, 4))
+    ws = [rng.normal(size=(4, 5)), rng.normal(size=(5, 3))]
+    bs = [rng.normal(size=5), rng.normal(size=3)]
+    ref = np.maximum(X @ ws[0] + bs[0], 0) @ ws[1] + bs[1]
+    np.testing.assert_allclose(forward(X, ws, bs, [codes.RELU, codes.IDENTITY]), ref,
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_fit_guard_restores_the_estimator_on_error():
+    class Est(BaseEstimator):
+        @fit_guard
+        def fit(self, X):
+            """Doc."""
+            self.coef_ = 1.0
+            if X is None:
+                raise ValueError("bad X")
+            return self
+
+    est = Est().fit(0)
+    est.coef_ = 2.0
+    with pytest.raises(ValueError, match="bad X"):
+        est.fit(None)
+    assert est.coef_ == 2.0 and Est.fit.__doc__ == "Doc."
+
+
+def test_seed_from_is_deterministic_and_an_int32():
+    assert seed_from(0) == seed_from(0) == seed_from(np.random.RandomState(0))
+    assert 0 <= seed_from(None) < np.iinfo(np.int32).max
+
+
+def test_check_classifier_data_and_sample_weight():
+    X, classes, y_idx = check_classifier_data(BaseEstimator(), [[0.0], [1.0], [2.0]],
+                                              ["b", "a", "b"])
+    assert X.dtype == np.float64 and list(classes) == ["a", "b"]
+    np.testing.assert_array_equal(y_idx, [1, 0, 1])
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        check_classifier_data(BaseEstimator(), [[0.0], [1.0]], [3, 3])
+    assert check_sample_weight(None, 3) is None
+    np.testing.assert_array_equal(check_sample_weight(2, 3), [2.0, 2.0, 2.0])
+    with pytest.raises(ValueError, match="[Nn]egative"):
+        check_sample_weight([1.0, -1.0, 1.0], 3)
