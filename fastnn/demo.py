@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from .kernels import codes, cpu
-from .kernels.layout import mlp_layout
+from .kernels.layout import layer_views, mlp_layout
 
 
 def make_blobs(n_samples, n_features, n_classes, seed, noise=8.0):
@@ -35,12 +35,10 @@ def he_uniform(sizes, seed, dtype):
 def predict(params, x, sizes, w_off, b_off, acts):
     """Class predictions through the batched forward kernel."""
     a = x
-    for l in range(len(sizes) - 1):
-        w = params[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].reshape(sizes[l], sizes[l + 1])
-        b = params[b_off[l]:b_off[l] + sizes[l + 1]]
-        out = np.empty((a.shape[0], sizes[l + 1]), params.dtype)
+    for w, b, act in zip(*layer_views(params, np.asarray(sizes), w_off, b_off), acts):
+        out = np.empty((a.shape[0], w.shape[1]), params.dtype)
         pre = np.empty_like(out)
-        cpu.affine_act_forward(out, pre, a, w, b, acts[l], 0.0)
+        cpu.affine_act_forward(out, pre, a, w, b, act, 0.0)
         a = out
     return np.argmax(a, axis=1)
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ..kernels.layout import mlp_layout
+from ..kernels.layout import layer_views, mlp_layout
 
 try:  # PyTorch is a peer, not a dependency: the bench extra installs it
     import torch
@@ -49,13 +49,8 @@ def init_params(sizes, dtype, seed):
 
 def _views(params, sizes):
     """Per-layer (W (fan_in, fan_out), b (fan_out,)) views into the flat buffer."""
-    w_off, b_off, _ = mlp_layout(sizes)
-    ws, bs = [], []
-    for l in range(len(sizes) - 1):
-        fan_in, fan_out = int(sizes[l]), int(sizes[l + 1])
-        ws.append(params[w_off[l]:w_off[l] + fan_in * fan_out].reshape(fan_in, fan_out))
-        bs.append(params[b_off[l]:b_off[l] + fan_out])
-    return ws, bs
+    sizes = np.asarray(sizes)
+    return layer_views(params, sizes, *mlp_layout(sizes)[:2])
 
 
 # --------------------------------------------------------------------------- NumPy

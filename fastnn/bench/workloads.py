@@ -17,7 +17,7 @@ import numpy as np
 from .. import Dense, Sequential, optim
 from ..kernels import codes, cpu
 from ..kernels import reference
-from ..kernels.layout import mlp_layout
+from ..kernels.layout import layer_views, mlp_layout
 from . import peers
 
 # Tolerances of the correctness checks, float32 weights after a short training run.
@@ -383,13 +383,9 @@ def w4_gradients(hidden_in, hidden, n_classes, batch=128, seed=0, max_coords=102
     x = rng.standard_normal((batch, hidden_in))
     labels = rng.integers(0, n_classes, batch)
     acts = np.array([codes.RELU, codes.IDENTITY])
-    ws = [params[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].reshape(sizes[l], sizes[l + 1])
-          for l in range(2)]
-    bs = [params[b_off[l]:b_off[l] + sizes[l + 1]] for l in range(2)]
+    ws, bs = layer_views(params, sizes, w_off, b_off)
     grads = np.zeros(n_params)
-    dws = [grads[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].reshape(sizes[l], sizes[l + 1])
-           for l in range(2)]
-    dbs = [grads[b_off[l]:b_off[l] + sizes[l + 1]] for l in range(2)]
+    dws, dbs = layer_views(grads, sizes, w_off, b_off)
     pre = [np.empty((batch, s)) for s in sizes[1:]]
     out = [np.empty((batch, s)) for s in sizes[1:]]
     dpre = [np.empty((batch, s)) for s in sizes[1:]]

@@ -11,6 +11,7 @@ import torch
 import fastnn as fn
 from fastnn.kernels import codes
 from fastnn.kernels import reference as ref
+from fastnn.kernels.layout import layer_views
 
 RTOL = 1e-9
 
@@ -32,10 +33,7 @@ def _ref_step(model, params, xb, yb, lr, momentum, velocity, reg=0.0):
     """One mini-batch SGD step with the reference twins, on a copy of the flat buffer."""
     sizes, w_off, b_off = model.sizes, model.w_off, model.b_off
     L = len(sizes) - 1
-    ws = [params[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].reshape(sizes[l], sizes[l + 1])
-          for l in range(L)]
-    bs = [params[b_off[l]:b_off[l] + sizes[l + 1]] if b_off[l] >= 0 else params[:0]
-          for l in range(L)]
+    ws, bs = layer_views(params, sizes, w_off, b_off)
     acts = [layer.act_code for layer in model.layers]
     outs, pres = [xb], []
     for l in range(L):
@@ -47,10 +45,7 @@ def _ref_step(model, params, xb, yb, lr, momentum, velocity, reg=0.0):
     dz = np.empty_like(outs[-1])
     ref.softmax_cross_entropy(dz, outs[-1], yb, np.zeros(0), 0.0, True)
     grads = np.zeros_like(params)
-    gws = [grads[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].reshape(sizes[l], sizes[l + 1])
-           for l in range(L)]
-    gbs = [grads[b_off[l]:b_off[l] + sizes[l + 1]] if b_off[l] >= 0 else grads[:0]
-           for l in range(L)]
+    gws, gbs = layer_views(grads, sizes, w_off, b_off)
     dout = dz
     for l in range(L - 1, -1, -1):
         dpre = np.empty_like(dout)
@@ -87,8 +82,8 @@ def test_batch_size_one_runs_the_fused_epoch_and_equals_reference(loss, monkeypa
     model.compile(optimizer=fn.optim.SGD(lr=0.02), loss=loss)
     start = model.params.copy()
     calls = []
-    real = fn.models.cpu.sgd_epoch
-    monkeypatch.setattr(fn.models.cpu, "sgd_epoch", lambda *a: calls.append(1) or real(*a))
+    real = fn.cpu_backend.cpu.sgd_epoch
+    monkeypatch.setattr(fn.cpu_backend.cpu, "sgd_epoch", lambda *a: calls.append(1) or real(*a))
     hist = model.fit(x, y, epochs=1, batch_size=1, shuffle=False, verbose=0)
     assert calls == [1]  # the whole epoch in one fused call
 

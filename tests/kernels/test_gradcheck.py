@@ -11,7 +11,7 @@ from helpers import empty
 
 from fastnn.kernels import codes
 from fastnn.kernels import cpu
-from fastnn.kernels.layout import mlp_layout
+from fastnn.kernels.layout import layer_views, mlp_layout
 
 EPS = 1e-6
 RTOL = ATOL = 1e-6
@@ -109,15 +109,9 @@ def test_loss_gradient(name, weighted):
 def mlp_loss_and_grad(params, x, labels, sizes, acts, w_off, b_off):
     """Forward and backward through the kernels; returns (loss, flat gradient)."""
     n_layers = len(sizes) - 1
-    ws = [params[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].reshape(sizes[l], sizes[l + 1])
-          for l in range(n_layers)]
-    bs = [params[b_off[l]:b_off[l] + sizes[l + 1]] if b_off[l] >= 0 else params[:0]
-          for l in range(n_layers)]
+    ws, bs = layer_views(params, sizes, w_off, b_off)
     grads = np.zeros_like(params)
-    dws = [grads[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].reshape(sizes[l], sizes[l + 1])
-           for l in range(n_layers)]
-    dbs = [grads[b_off[l]:b_off[l] + sizes[l + 1]] if b_off[l] >= 0 else grads[:0]
-           for l in range(n_layers)]
+    dws, dbs = layer_views(grads, sizes, w_off, b_off)
     n = x.shape[0]
     outs, pres = [x], []
     for l in range(n_layers):

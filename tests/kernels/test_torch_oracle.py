@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from fastnn.kernels import codes, cpu
-from fastnn.kernels.layout import mlp_layout
+from fastnn.kernels.layout import layer_views, mlp_layout
 
 RTOL = 1e-12  # float64 round-off over short sums: ~1e-14 relative at worst (module docstring)
 ATOL = 1e-12  # entries that cancel to ~0, where a relative bound means nothing
@@ -416,18 +416,9 @@ MLP_CASES = {
 }
 
 
-def _layer_views(buf, sizes, w_off, b_off):
-    ws, bs = [], []
-    for l in range(len(sizes) - 1):
-        i, o = sizes[l], sizes[l + 1]
-        ws.append(buf[w_off[l]:w_off[l] + i * o].reshape(i, o))
-        bs.append(buf[b_off[l]:b_off[l] + o] if b_off[l] >= 0 else buf[:0])
-    return ws, bs
-
-
 def _torch_mlp(params, sizes, w_off, b_off):
     """torch leaves for every layer's W and b (or None) from the flat buffer."""
-    ws, bs = _layer_views(params, sizes, w_off, b_off)
+    ws, bs = layer_views(params, sizes, w_off, b_off)
     tw = [t64(w, True) for w in ws]
     tb = [t64(b, True) if b.size else None for b in bs]
     return tw, tb
@@ -452,7 +443,7 @@ def test_mlp_softmax_ce_gradients_match_torch_autograd(case):
     params = rng.normal(size=n_params)
     x = rng.normal(size=(n, sizes[0]))
     labels = rng.integers(0, sizes[-1], size=n)
-    ws, bs = _layer_views(params, sizes, w_off, b_off)
+    ws, bs = layer_views(params, sizes, w_off, b_off)
 
     # kernels: forward, loss, backward, gradients into one flat buffer
     outs, pres = [x], []
@@ -464,7 +455,7 @@ def test_mlp_softmax_ce_gradients_match_torch_autograd(case):
     dz = np.empty_like(outs[-1])
     loss = cpu.softmax_cross_entropy(dz, outs[-1], labels, NO_WEIGHTS, 0.0, True)
     grads = np.zeros(n_params)
-    gws, gbs = _layer_views(grads, sizes, w_off, b_off)
+    gws, gbs = layer_views(grads, sizes, w_off, b_off)
     dout = dz
     for l in range(len(ws) - 1, -1, -1):
         dpre = np.empty_like(dout)
@@ -482,7 +473,7 @@ def test_mlp_softmax_ce_gradients_match_torch_autograd(case):
     close(outs[-1], tz)
     assert loss == pytest.approx(tloss.item(), rel=RTOL)
     expected = np.zeros(n_params)
-    ews, ebs = _layer_views(expected, sizes, w_off, b_off)
+    ews, ebs = layer_views(expected, sizes, w_off, b_off)
     for l in range(len(tw)):
         close(gws[l], tw[l].grad)
         ews[l][...] = tw[l].grad.numpy()
@@ -553,7 +544,7 @@ def test_sgd_epoch_matches_per_sample_torch_sgd(case, weight_decay):
                           np.array(acts), ALPHA, loss, lr, weight_decay)
 
     assert value == pytest.approx(np.mean(torch_losses), rel=RTOL)
-    ws, bs = _layer_views(params, sizes, w_off, b_off)
+    ws, bs = layer_views(params, sizes, w_off, b_off)
     for l in range(len(tw)):
         close(ws[l], tw[l])
         close(bs[l], tb[l])
