@@ -8,8 +8,11 @@ Shape legend
 
 Conventions shared with kernels.cpu
   * outputs first, then inputs, then options;
-  * backward kernels and weight_grad *accumulate* into gradient buffers (dw += ...);
-    losses *write* dz, the seed of backprop, and return the loss value as a float;
+  * parameter gradients *accumulate*: weight_grad adds into dw and db (dw += x.T @ dpre),
+    and activation_backward into dpre, so gradient accumulation is free and zeroing is its
+    own step; the per-step intermediates of the delta recursion are *written*:
+    affine_act_backward writes dpre and dx, and losses write dz, the seed of backprop, and
+    return the loss value as a float;
   * an empty array (size 0) for an optional input means "absent": b (no bias),
     dx (first layer: skip the product), db (no bias), sample_weight (all ones);
   * `mean=True` divides the summed per-sample losses (and gradients) by N, the batch size,
