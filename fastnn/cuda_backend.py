@@ -23,8 +23,9 @@ A fit on the GPU (Trainer):
   * each epoch uploads the visiting order (N int64, drawn by the model's generator on the
     host, so a cuda fit makes the same shuffles as the CPU fit with the same seed) and runs
     kernels.cuda.minibatch_epoch, or kernels.cuda.sgd_epoch for per-sample SGD: the same
-    kernels, names and arguments as the CPU's, driving device kernels; one loss per epoch
-    comes back;
+    kernels, names and arguments as the CPU's, driving device kernels, with one
+    kernels.cuda.EpochWorkspace for the whole fit (its buffers are allocated in the first
+    epoch); one loss per epoch comes back;
   * the host `model.params` (and the optimizer state) are refreshed from the GPU at the end
     of the fit, on divergence, and at the end of each epoch only when a user callback will
     read them (the fit loop calls sync_to_host);
@@ -356,20 +357,20 @@ class Trainer(_Device):
         self.snapshot = [cuda.device_array(a.shape[0], self.dtype)
                          for a in (self.params, *self.state)]
         self.saved_step = self.step
-        self.workspace = None  # kernels.cuda's epoch buffers, made by the first epoch
+        # kernels.cuda's epoch buffers (and the visiting order's), allocated by the first epoch
+        self.workspace = self.kc.EpochWorkspace()
 
     def epoch(self, order, lr):
         s, kc = self.stack, self.kc
         xd, labels, targets, swd, kernel, _ = self.data
-        order_d = self.cuda.to_device(np.ascontiguousarray(order, np.int64))
         if self.per_sample:
-            return kc.sgd_epoch(self.params, xd, labels, targets, order_d, s.sizes, s.w_off,
+            return kc.sgd_epoch(self.params, xd, labels, targets, order, s.sizes, s.w_off,
                                 s.b_off, s.acts, s.alpha, kernel.code, lr,
-                                self.optimizer.weight_decay)
+                                self.optimizer.weight_decay, workspace=self.workspace)
         opt_code, hyper, _, _, _ = self.optimizer.kernel_args(lr)
-        loss, self.step, self.workspace = kc.minibatch_epoch(
+        loss, self.step = kc.minibatch_epoch(
             self.params, self.grads, self.state[0], self.state[1], xd, labels, targets, swd,
-            order_d, self.batch_size, s.sizes, s.w_off, s.b_off, s.acts, s.alpha, s.l2,
+            order, self.batch_size, s.sizes, s.w_off, s.b_off, s.acts, s.alpha, s.l2,
             kernel.code, kernel.label_smoothing, opt_code, hyper, self.step,
             workspace=self.workspace, fused=None if FUSED_MLP else False)
         return loss + self.penalty() if np.isfinite(loss) else loss

@@ -93,8 +93,8 @@ def test_cuda_fit_matches_cpu(dtype, make_opt, reg, weighted):
 
 
 def test_cuda_batch_size_one_matches_cpu_fused_epoch():
-    """batch_size=1 on the GPU runs the mini-batch loop; the CPU runs its fused per-sample
-    kernel (kernels.cpu.sgd_epoch): the same SGD steps."""
+    """batch_size=1 with plain SGD runs the per-sample kernel on both: kernels.cuda.sgd_epoch
+    (one launch an epoch) and kernels.cpu.sgd_epoch: the same SGD steps."""
     x, y = _data(2)
     fits = []
     for device in ("cpu", "cuda"):
@@ -262,12 +262,13 @@ def test_cuda_divergence_restores_weights_and_state():
 @pytest.mark.parametrize("dtype, loss", [("float32", "softmax_cross_entropy"),
                                          ("float64", "mse")])
 def test_fused_and_per_layer_cuda_fits_agree(monkeypatch, dtype, loss):
-    """A narrow network trains through kernels.cuda.fused_mlp_train_step; with
-    cuda_backend.FUSED_MLP off the same fit runs the per-layer kernels. Same arithmetic up to
+    """A narrow network trains through kernels.cuda.minibatch_epoch's fused path; with
+    cuda_backend.FUSED_MLP off the same fit runs its per-layer kernels. Same arithmetic up to
     summation order: the fused kernel sums each dot product serially over the fan-in, the
     per-layer GEMM in TILE-wide slabs (and the fused softmax sums a row serially, the per-row
     kernel in a 32-lane tree); the weight gradients use the same weight_grad kernel on both
     paths. A few ulps per step over 4 steps: the CPU-vs-GPU tolerance (TOL) covers it."""
+    from fastnn.kernels import cuda as kc
     x, y = _data()
     target = y if loss == "softmax_cross_entropy" else np.eye(3)[y]
     fits = []
@@ -275,18 +276,17 @@ def test_fused_and_per_layer_cuda_fits_agree(monkeypatch, dtype, loss):
         monkeypatch.setattr(cuda_backend, "FUSED_MLP", fused)
         m = _model("cuda", dtype, reg=0.01)
         m.compile(optim.Adam(0.01), loss)
-        trainers = []
-        orig = cuda_backend._Trainer
+        paths = []
+        real = kc.minibatch_epoch
 
-        class Spy(orig):
-            def __init__(self, *a, **kw):
-                super().__init__(*a, **kw)
-                trainers.append(self)
+        def spy(*args, **kw):
+            paths.append(kw["fused"])
+            return real(*args, **kw)
 
-        monkeypatch.setattr(cuda_backend, "_Trainer", Spy)
+        monkeypatch.setattr(kc, "minibatch_epoch", spy)
         h = m.fit(x, target, epochs=2, batch_size=4, verbose=0)
-        monkeypatch.setattr(cuda_backend, "_Trainer", orig)
-        assert trainers[0].fused is fused
+        monkeypatch.setattr(kc, "minibatch_epoch", real)
+        assert paths == ([None, None] if fused else [False, False])  # one call per epoch
         fits.append((m.params.copy(), h.history["loss"]))
     np.testing.assert_allclose(fits[0][0], fits[1][0], **TOL[dtype])
     np.testing.assert_allclose(fits[0][1], fits[1][1], **TOL[dtype])
