@@ -20,8 +20,19 @@ Habits that matter here:
     1-element device array; only that scalar is copied back. `<loss>_on_device(loss, ...)`
     skips the copy for callers that keep the whole fit on the GPU;
   * reductions use shared memory and syncthreads, not warp shuffles, so the same code runs in
-    Numba's CUDA simulator (which has no shfl_*), the CI target when there is no GPU.
+    Numba's CUDA simulator (which has no shfl_*), the CI target when there is no GPU;
+  * every launch goes through a _Counted kernel, so `with count_launches() as c:` counts them
+    by name, on a GPU and in the simulator alike: on a narrow network a step costs its
+    launches more than its arithmetic, and the tests pin how many there are.
+
+The epochs (minibatch_epoch, sgd_epoch) are host functions with the CPU kernels' names and
+arguments that keep a whole epoch on the device: the batch loop issues a constant number of
+launches per step (4 on the fused narrow path, whatever the depth), the losses stay on the
+device, and one scalar comes back per epoch. An EpochWorkspace passed to every epoch of a fit
+holds their buffers, allocated once.
 """
+import collections
+import contextlib
 import math
 
 import numba
@@ -29,6 +40,7 @@ import numpy as np
 from numba import cuda
 
 from . import codes
+from .layout import layer_views, mlp_layout
 from .codes import IDENTITY, LEAKY_RELU, RELU, SIGMOID, SIGN, SOFTPLUS, TANH
 
 TILE = 16  # GEMM tile: (TILE, TILE) threads per block, one output element each
@@ -643,6 +655,137 @@ def _build(dtype):
             if not (v - v == ZERO):  # NaN and +-inf give NaN
                 cuda.atomic.add(bad, 0, 1)
 
+    # ----------------------------------------------------------------- the mini-batch epoch
+    # the kernels minibatch_epoch launches besides the layer, loss and optimizer kernels
+
+    @kernel(A2, L1, A2, A1, A2, L1, A2, A1, L1, INT, INT)
+    def gather_batch(xb, lb, tb, swb, x, labels, targets, sample_weight, order, start, m):
+        """One batch's rows in one launch: for r < m and s = order[start + r], xb[r] = x[s],
+        tb[r] = targets[s], lb[r] = labels[s], swb[r] = sample_weight[s] (each of lb, tb, swb
+        skipped when empty). One thread per (row, column) of the row [x | targets | label |
+        weight], so a row's x and targets reads are coalesced."""
+        i = cuda.grid(1)
+        nx = xb.shape[1]
+        nt = tb.shape[1] if tb.shape[0] > 0 else 0
+        cols = nx + nt + 2
+        if i < m * cols:
+            r = i // cols
+            c = i - r * cols
+            s = order[start + r]
+            if c < nx:
+                xb[r, c] = x[s, c]
+            elif c < nx + nt:
+                tb[r, c - nx] = targets[s, c - nx]
+            elif c == nx + nt:
+                if lb.shape[0] > 0:
+                    lb[r] = labels[s]
+            elif swb.shape[0] > 0:
+                swb[r] = sample_weight[s]
+
+    @kernel(A1, A1, A2, A1, A1, L1, L1, L1, L1, A1, INT, INT)
+    def weight_grads(grads, params, x, outs, deltas, sizes, w_off, b_off, off, two_l2, m, blk):
+        """Every layer's parameter gradient in one launch, written (not accumulated, so no
+        zeroing launch): dW_l = a_{l-1}^T delta_l + 2 l2_l W_l and db_l = sum_r delta_l[r],
+        one thread per element of the flat buffer, summing over the m rows in row order
+        (deterministic). a_{-1} = x (m, I); layer l's output and delta are (m, fo_l) blocks of
+        the flat outs / deltas at blk * off[l] (off: prefix sums of the widths). A weight's
+        reads: a[r, i] is one broadcast per warp, delta[r, j] one coalesced line. The fused
+        path's: for narrow layers a block per 16x16 tile (weight_grads_tiled) would leave
+        most of its threads idle."""
+        e = cuda.grid(1)
+        if e >= grads.shape[0]:
+            return
+        g = ZERO
+        for l in range(sizes.shape[0] - 1):
+            fi, fo, wo, bo = sizes[l], sizes[l + 1], w_off[l], b_off[l]
+            d0 = blk * off[l]
+            if wo <= e < wo + fi * fo:
+                i = (e - wo) // fo
+                j = e - wo - i * fo
+                if l == 0:
+                    for r in range(m):
+                        g += x[r, i] * deltas[d0 + r * fo + j]
+                else:
+                    a0 = blk * off[l - 1]
+                    for r in range(m):
+                        g += outs[a0 + r * fi + i] * deltas[d0 + r * fo + j]
+                g += two_l2[l] * params[e]
+            elif bo >= 0 and bo <= e < bo + fo:
+                j = e - bo
+                for r in range(m):
+                    g += deltas[d0 + r * fo + j]
+        grads[e] = g
+
+    @kernel(A1, A1, A2, A1, A1, L1, L1, L1, L1, L1, A1, INT, INT)
+    def weight_grads_tiled(grads, params, x, outs, deltas, sizes, w_off, b_off, off, tiles,
+                           two_l2, m, blk):
+        """weight_grads as tiled GEMMs, every layer in one launch: block b computes a
+        (TILE, TILE) block of dW_l for the layer with tiles[l] <= b < tiles[l + 1], summing
+        over the batch a TILE-row slab at a time staged in shared memory (as weight_grad);
+        the blocks of the first I-tile row also sum db_l. Each loaded value serves TILE
+        products, where weight_grads' one thread per parameter loads two per product: the
+        per-layer path's choice, for the wide layers it is there for."""
+        xs = cuda.shared.array((TILE, TILE), nb)
+        ds = cuda.shared.array((TILE, TILE), nb)
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        b = cuda.blockIdx.x
+        l = 0
+        while b >= tiles[l + 1]:
+            l += 1
+        fi, fo = sizes[l], sizes[l + 1]
+        n_o = (fo + TILE - 1) // TILE
+        bi = (b - tiles[l]) // n_o
+        bj = b - tiles[l] - bi * n_o
+        i, j, i_load = bi * TILE + ty, bj * TILE + tx, bi * TILE + tx
+        d0 = blk * off[l]
+        a0 = blk * off[l - 1] if l > 0 else 0
+        with_db = b_off[l] >= 0 and bi == 0 and ty == 0
+        acc = ZERO
+        bacc = ZERO
+        for r0 in range(0, m, TILE):
+            r = r0 + ty
+            v = ZERO
+            if r < m and i_load < fi:
+                v = x[r, i_load] if l == 0 else outs[a0 + r * fi + i_load]
+            xs[ty, tx] = v
+            ds[ty, tx] = deltas[d0 + r * fo + j] if r < m and j < fo else ZERO
+            cuda.syncthreads()
+            for kk in range(TILE):
+                acc += xs[kk, ty] * ds[kk, tx]
+            if with_db:
+                for kk in range(TILE):
+                    bacc += ds[kk, tx]
+            cuda.syncthreads()
+        if i < fi and j < fo:
+            e = w_off[l] + i * fo + j
+            grads[e] = acc + two_l2[l] * params[e]
+        if with_db and j < fo:
+            grads[b_off[l] + j] = bacc
+
+    @kernel(A1, A1, INT)
+    def epoch_loss(total, per, batch_size):
+        """total[0] = sum_r per[r] * m_b(r): per holds each row's share of its batch's mean
+        loss (weighted loss / m_b), m_b the size of the row's batch (the last may be shorter),
+        so total is the sum of the batch losses times their sizes, as the CPU epoch adds them.
+        One block of REDUCE threads, in a fixed order (deterministic)."""
+        buf = cuda.shared.array(REDUCE, nb)
+        t = cuda.threadIdx.x
+        n = per.shape[0]
+        acc = ZERO
+        for i in range(t, n, REDUCE):
+            first = (i // batch_size) * batch_size
+            acc += per[i] * nb(min(batch_size, n - first))
+        buf[t] = acc
+        cuda.syncthreads()
+        s = REDUCE // 2
+        while s > 0:
+            if t < s:
+                buf[t] += buf[t + s]
+            cuda.syncthreads()
+            s //= 2
+        if t == 0:
+            total[0] = buf[0]
+
     # ----------------------------------------------------------------- fused narrow MLP
 
     @kernel(A2, A2, A1, L1, L1, L1, L1, nb)
@@ -696,12 +839,60 @@ def _build(dtype):
 
 # --------------------------------------------------------------------------- host side
 
+# --------------------------------------------------------------------------- launch counting
+# Launches are what a GPU step costs when the network is narrow (a few microseconds each,
+# whatever the kernel does), and they can be counted without a GPU: every kernel of this module
+# is held in a _Counted, whose launches add one to each active count_launches() counter.
+
+_COUNTERS = []  # the active count_launches() counters, innermost last
+
+
+class _Counted:
+    """A kernel dispatcher whose launches are counted under its name; `k[grid, block](...)`
+    launches as the dispatcher does, other attributes are the dispatcher's."""
+
+    def __init__(self, dispatcher, name):
+        self.dispatcher, self.name = dispatcher, name
+
+    def __getitem__(self, config):
+        launch = self.dispatcher[config]
+
+        def counted(*args):  # counted when it launches, wherever it was configured
+            for counter in _COUNTERS:
+                counter[self.name] += 1
+            return launch(*args)
+        return counted
+
+    def __getattr__(self, attr):
+        if attr == "dispatcher":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(attr)
+        return getattr(self.dispatcher, attr)
+
+
+@contextlib.contextmanager
+def count_launches():
+    """Count the kernel launches made inside the block, by kernel name:
+
+        with kernels.cuda.count_launches() as launches:
+            kernels.cuda.minibatch_epoch(...)
+        launches.total(), launches["weight_grads"]
+
+    Counts real launches on a GPU and simulated ones in Numba's simulator alike (copies between
+    host and device are not launches and are not counted). Counters nest."""
+    counter = collections.Counter()
+    _COUNTERS.append(counter)
+    try:
+        yield counter
+    finally:
+        _COUNTERS.remove(counter)
+
+
 _KERNELS = {}
 # (kernel name, dtype name, python function, argument types): what the PTX check compiles
 PTX_BUILDS = []
 for _dtype in (np.float32, np.float64):
     _ks, _builds = _build(_dtype)
-    _KERNELS[np.dtype(_dtype)] = _ks
+    _KERNELS[np.dtype(_dtype)] = {name: _Counted(_ks[name], name) for name, _, _ in _builds}
     PTX_BUILDS += [(name, np.dtype(_dtype).name, fn, sig) for name, fn, sig in _builds]
 
 
@@ -710,16 +901,22 @@ def _kernel(arr, name):
 
 
 def namespace(dtype):
-    """Every kernel (dispatcher) built for `dtype`, as attributes: `namespace(np.float32).fill`."""
+    """Every kernel built for `dtype`, as attributes: `namespace(np.float32).fill[grid, block]
+    (...)`. Their launches count in count_launches()."""
     import types
-    name = np.dtype(dtype).name
-    ks = _KERNELS[np.dtype(dtype)]
-    return types.SimpleNamespace(**{k: ks[k] for k, d, _, _ in PTX_BUILDS
-                                    if d == name and k in ks})
+    return types.SimpleNamespace(**_KERNELS[np.dtype(dtype)])
 
 
 def _blocks(n, per):
     return (n + per - 1) // per
+
+
+def _grid(n):
+    """(blocks, threads) for n one-thread-per-element work items: whole warps, at most BLOCK
+    threads a block, so a small launch stays small (which also keeps the simulator, one Python
+    thread per GPU thread, fast)."""
+    threads = min(BLOCK, max(WARP, _blocks(n, WARP) * WARP))
+    return max(1, _blocks(n, threads)), threads
 
 
 def _typed(arr, value):
@@ -923,15 +1120,38 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, decoup
         t(1.0 - beta2), t(eps), t(weight_decay), t(1.0 - lr * weight_decay), bool(decoupled))
 
 
-def apply_loss_on_device(loss_out, dz, z, labels, targets, sample_weight, loss, label_smoothing):
-    """apply_loss writing loss_out[0] on the device (no copy back)."""
-    args = (loss_out, dz, z)
+_POINTWISE = {codes.LOSS_BCE: _BCE, codes.LOSS_MSE: _MSE, codes.LOSS_HINGE: _HINGE,
+              codes.LOSS_PERCEPTRON: _PERCEPTRON}
+
+
+def _loss_rows(per, dz, z, labels, targets, sample_weight, loss, label_smoothing):
+    """The row kernel of the loss named by its code, mean over the rows of z: writes dz and
+    per[row] = the row's (weighted) loss / N, launching nothing else (no reduction)."""
+    n, k = z.shape
+    if n == 0:
+        return
     if loss == codes.LOSS_SOFTMAX_CE:
-        softmax_cross_entropy_on_device(*args, labels, sample_weight, label_smoothing, True)
-    elif loss in _LABEL_LOSSES:
-        _LABEL_LOSSES[loss](*args, labels, sample_weight, True)
+        off = label_smoothing / k if k else 0.0
+        on = 1.0 - label_smoothing + off
+        name, args = "softmax_cross_entropy", (labels, sample_weight, _typed(z, off),
+                                               _typed(z, on), True)
+    elif loss in (codes.LOSS_SOFTMAX_CE_SOFT, codes.LOSS_KL):
+        name, args = "soft_target_loss", (targets, sample_weight, True, loss == codes.LOSS_KL)
+    elif loss == codes.LOSS_MULTICLASS_HINGE:
+        name, args = "multiclass_hinge", (labels, sample_weight, True)
+    elif loss == codes.LOSS_MULTICLASS_PERCEPTRON:
+        name, args = "multiclass_perceptron", (labels, sample_weight, True)
     else:
-        _TARGET_LOSSES[loss](*args, targets, sample_weight, True)
+        name, args = "pointwise_loss", (targets, sample_weight, True, _POINTWISE[loss])
+    _kernel(z, name)[_blocks(n, ROWS), (WARP, ROWS)](dz, per, z, *args)
+
+
+def apply_loss_on_device(loss_out, dz, z, labels, targets, sample_weight, loss, label_smoothing):
+    """apply_loss writing loss_out[0] on the device (no copy back): the loss's row kernel,
+    then the one-block sum of the per-row losses."""
+    per = cuda.device_array(z.shape[0], z.dtype)
+    _loss_rows(per, dz, z, labels, targets, sample_weight, loss, label_smoothing)
+    _total(loss_out, per)
 
 
 def apply_loss(dz, z, labels, targets, sample_weight, loss, label_smoothing):
@@ -941,12 +1161,6 @@ def apply_loss(dz, z, labels, targets, sample_weight, loss, label_smoothing):
                     label_smoothing)
 
 
-_LABEL_LOSSES = {codes.LOSS_MULTICLASS_HINGE: multiclass_hinge_on_device,
-                 codes.LOSS_MULTICLASS_PERCEPTRON: multiclass_perceptron_on_device}
-_TARGET_LOSSES = {codes.LOSS_BCE: binary_cross_entropy_on_device, codes.LOSS_MSE: mse_on_device,
-                  codes.LOSS_SOFTMAX_CE_SOFT: softmax_cross_entropy_soft_on_device,
-                  codes.LOSS_KL: kl_divergence_on_device, codes.LOSS_HINGE: hinge_on_device,
-                  codes.LOSS_PERCEPTRON: perceptron_on_device}
 
 
 # --------------------------------------------------------------------------- fused narrow MLP
@@ -959,8 +1173,8 @@ def _int64_on_device(a):
 
 
 def fused_mlp_forward(out, x, params, sizes, w_off, b_off, acts, alpha):
-    """out = the MLP's output for x, all layers in one launch (inference; no CPU twin: the
-    CPU gets the same result from affine_act_forward layer by layer).
+    """out = the MLP's output for x, all layers in one launch (inference; the twin of
+    kernels.cpu.fused_mlp_forward, which runs one BLAS gemm per layer).
     out (N, sizes[-1]); x (N, sizes[0]); params (P,) laid out as kernels.layout.mlp_layout;
     sizes (L + 1,), w_off, b_off, acts (L,) int arrays, host or device. Every width must be
     at most MAX_WIDTH (128): raises ValueError otherwise (use the per-layer kernels)."""
@@ -1027,7 +1241,6 @@ def _fused_train_kernel(dtype, sizes, acts, has_bias, loss, stage=True):
            tuple(map(bool, has_bias)), int(loss), bool(stage))
     if key in _FUSED_TRAIN:
         return _FUSED_TRAIN[key]
-    from .layout import mlp_layout
     dtype = np.dtype(dtype).type
     sizes, acts = key[1], key[2]
     if max(sizes) > MAX_WIDTH:
@@ -1167,7 +1380,8 @@ def _fused_train_kernel(dtype, sizes, acts, has_bias, loss, stage=True):
     A2 = numba.types.Array(nb, 2, "C")
     L1 = numba.types.Array(numba.int64, 1, "C")
     sig = (A1, A1, A1, A2, L1, A2, A1, A1, nb, nb, nb)
-    _FUSED_TRAIN[key] = (kern, fused_mlp_train_step, sig, T, DOFF, OOFF)
+    _FUSED_TRAIN[key] = (_Counted(kern, "fused_mlp_train_step"), fused_mlp_train_step, sig, T,
+                         DOFF, OOFF)
     return _FUSED_TRAIN[key]
 
 
@@ -1253,12 +1467,523 @@ def fused_mlp_train_step(loss_out, grads, x, labels, targets, sample_weight, par
     _total(loss_out, workspace.per[:m])
     p = grads.shape[0]
     _kernel(grads, "fill")[_blocks(p, BLOCK), BLOCK](grads, dt(0))
-    from .layout import mlp_layout
     w_off, b_off, _ = mlp_layout(sizes, has_bias)
+    dws, dbs = layer_views(grads, sizes, w_off, b_off)
     outs, deltas = workspace.views(m)
     for l in range(n_layers):
-        fi, fo = sizes[l], sizes[l + 1]
-        dw = grads[w_off[l]:w_off[l] + fi * fo].reshape(fi, fo)
-        db = grads[b_off[l]:b_off[l] + fo] if b_off[l] >= 0 else grads[:0]
-        weight_grad(dw, db, x if l == 0 else outs[l - 1], deltas[l])
+        weight_grad(dws[l], dbs[l], x if l == 0 else outs[l - 1], deltas[l])
     return workspace
+
+
+# --------------------------------------------------------------------------- whole epochs:
+# minibatch_epoch and sgd_epoch, the twins of kernels.cpu's one-call epochs
+
+def _on_device(a):
+    return hasattr(a, "copy_to_host")
+
+
+class _Staged:
+    """Host NumPy arguments of one call, put on the device; those the call writes are copied
+    back into them by finish(). Device arrays pass through untouched (and are not copied)."""
+
+    def __init__(self):
+        self._back = []
+
+    def __call__(self, a, dtype=None, written=False):
+        if _on_device(a):
+            return a
+        d = cuda.to_device(np.ascontiguousarray(a, dtype=dtype))
+        if written:
+            self._back.append((d, a))
+        return d
+
+    def finish(self):
+        for d, a in self._back:
+            a[...] = d.copy_to_host()
+
+
+def _host_ints(a):
+    return tuple(int(v) for v in (a.copy_to_host() if _on_device(a) else np.asarray(a)))
+
+
+def _host_floats(a):
+    return np.asarray(a.copy_to_host() if _on_device(a) else a, np.float64)
+
+
+class EpochWorkspace:
+    """The device buffers of minibatch_epoch and sgd_epoch, kept between calls: a fit that
+    passes one workspace to every epoch allocates in its first epoch only (again only if a
+    shape changes). Buffers are made on first use, by name, so one `EpochWorkspace()` serves
+    any network, dtype and batch size; `allocations` counts the device allocations made
+    (the small layout arrays included), which the tests read."""
+
+    def __init__(self):
+        self._buffers, self._constants, self._views = {}, {}, {}
+        self.allocations = 0
+
+    def buffer(self, name, shape, dtype):
+        """The device array `name` of this shape and dtype (contents undefined)."""
+        shape = tuple(int(s) for s in shape)
+        a = self._buffers.get(name)
+        if a is None or tuple(a.shape) != shape or np.dtype(a.dtype) != np.dtype(dtype):
+            a = cuda.device_array(shape, dtype)
+            self._buffers[name] = a
+            self.allocations += 1
+            self._views.clear()  # views of the old buffer are stale
+        return a
+
+    def constant(self, name, values, dtype):
+        """A small host array (layout, per-layer factors) on the device, uploaded again only
+        when its values change."""
+        host = np.ascontiguousarray(values, dtype=dtype)
+        have = self._constants.get(name)
+        if have is None or have[0].shape != host.shape or not np.array_equal(have[0], host):
+            self._constants[name] = (host.copy(), cuda.to_device(host))
+            self.allocations += 1
+        return self._constants[name][1]
+
+    def views(self, key, make):
+        """make()'s result, cached under key until a buffer is reallocated (views into the
+        buffers: slicing a device array costs microseconds of Python, a step's worth)."""
+        if key not in self._views:
+            self._views[key] = make()
+        return self._views[key]
+
+
+def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_weight, order,
+                    batch_size, sizes, w_off, b_off, acts, alpha, l2, loss, label_smoothing,
+                    opt, hyper, step, *, workspace=None, fused=None):
+    """One epoch of mini-batch SGD / Adam on the GPU; arguments and result as in
+    kernels.cpu.minibatch_epoch (see the reference twin for the math): returns (mean over the
+    epoch's samples of the batch losses as a float, the step count after the epoch).
+
+    params, grads, state1, state2, x, labels, targets, sample_weight, order are device arrays
+    (host NumPy arrays also work: copied in, and params, grads, state1, state2 copied back
+    into them); sizes, w_off, b_off, acts, l2 (L,) and hyper (N_HYPER,) are small host arrays.
+    Keyword-only:
+      workspace  an EpochWorkspace whose buffers are reused (a fit passes the same one every
+                 epoch and allocates once); None uses a fresh one for this call;
+      fused      None: the fused narrow path when it applies (every width <= MAX_WIDTH,
+                 softmax cross-entropy or MSE, the mlp_layout layout); False: the per-layer
+                 kernels; True: the fused path or ValueError.
+
+    Launches per step (count_launches() counts them; tests/kernels/test_cuda_epoch.py pins it):
+      fused (4, whatever the depth): gather_batch (the batch's x rows, labels, targets and
+        sample weights), fused_mlp_train_step (forward, loss gradient, delta recursion; the
+        rows' losses written into an epoch-long vector), weight_grads (every layer's dW_l =
+        a_{l-1}^T delta_l + 2 l2_l W_l and db_l, written, so no zeroing), the optimizer;
+      per-layer (2 L + 4): gather_batch, affine_act_forward per layer, the loss's row kernel
+        (into the same epoch-long vector), affine_act_backward per layer (the first layer's
+        delta kernel), weight_grads_tiled (the same gradients as tiled GEMMs, all layers in
+        one launch), the optimizer.
+    Per epoch, 1 more: epoch_loss reduces the per-row losses to one scalar, the only number
+    copied back (a host `order` is copied in; no other transfer)."""
+    ws = EpochWorkspace() if workspace is None else workspace
+    dev = _Staged()
+    params, grads = dev(params, written=True), dev(grads, written=True)
+    state1, state2 = dev(state1, written=True), dev(state2, written=True)
+    dtype = np.dtype(params.dtype)
+    x, targets = dev(x, dtype), dev(targets, dtype)
+    labels, sample_weight = dev(labels, np.int64), dev(sample_weight, dtype)
+    if not _on_device(order):
+        host_order = np.ascontiguousarray(order, np.int64)
+        order = ws.buffer("order", host_order.shape, np.int64)
+        if host_order.size:
+            order.copy_to_device(host_order)
+    sizes, w_off, b_off, acts = map(_host_ints, (sizes, w_off, b_off, acts))
+    l2, hyper = _host_floats(l2), _host_floats(hyper)
+    step, batch_size, loss = int(step), int(batch_size), int(loss)
+    n_total, n_layers = order.shape[0], len(sizes) - 1
+    if n_total == 0:
+        dev.finish()
+        return 0.0, step
+
+    has_bias = tuple(b >= 0 for b in b_off)
+    std_w, std_b, _ = mlp_layout(sizes, has_bias)
+    can_fuse = (fused_mlp_supported(sizes, loss) and tuple(std_w) == w_off
+                and tuple(std_b) == b_off
+                and (labels.shape[0] if loss == codes.LOSS_SOFTMAX_CE else targets.shape[0]) > 0)
+    if fused and not can_fuse:
+        raise ValueError(f"the fused path needs every width <= {MAX_WIDTH}, the losses "
+                         f"{FUSED_LOSSES} (codes) and the mlp_layout layout; got sizes "
+                         f"{list(sizes)}, loss {loss}")
+    use_fused = can_fuse if fused is None else bool(fused)
+
+    # buffers: the batch, the per-layer intermediates (flat, layer-major), the epoch's losses
+    rows, widths = min(batch_size, n_total), sum(sizes[1:])
+    t_cols = targets.shape[1] if len(targets.shape) == 2 else 0
+    xb = ws.buffer("xb", (rows, sizes[0]), dtype)
+    lb = ws.buffer("lb", (rows if labels.shape[0] else 0,), np.int64)
+    tb = ws.buffer("tb", (rows if targets.shape[0] else 0, t_cols), dtype)
+    swb = ws.buffer("swb", (rows if sample_weight.shape[0] else 0,), dtype)
+    outs = ws.buffer("outs", (rows * widths,), dtype)
+    deltas = ws.buffer("deltas", (rows * widths,), dtype)
+    if not use_fused:
+        pres = ws.buffer("pres", (rows * widths,), dtype)
+        douts = ws.buffer("douts", (rows * widths,), dtype)
+        no_dx = ws.buffer("no_dx", (0, 0), dtype)
+    per = ws.buffer("per", (n_total,), dtype)
+    total = ws.buffer("total", (1,), dtype)
+    off = np.concatenate([[0], np.cumsum(sizes[1:])[:-1]]).astype(np.int64)
+    layout = [ws.constant(name, values, np.int64) for name, values in
+              (("sizes", sizes), ("w_off", w_off), ("b_off", b_off), ("off", off))]
+    # the per-layer path's gradient GEMMs: layer l's (TILE, TILE) blocks from tiles[l] on
+    tiles = np.concatenate([[0], np.cumsum([_blocks(fi, TILE) * _blocks(fo, TILE)
+                                            for fi, fo in zip(sizes[:-1], sizes[1:])])])
+    two_l2 = ws.constant("two_l2", 2.0 * l2, dtype)
+
+    def batch_views(m):
+        """The first m rows of the batch buffers, and (per-layer path) each layer's
+        (m, fo) output, pre-activation, delta and output-gradient views, spaced `rows`
+        rows apart in the flat buffers (weight_grads reads them with blk = rows)."""
+        views = [xb[:m], lb[:m], tb[:m], swb[:m]]
+        if not use_fused:
+            for flat in (outs, pres, deltas, douts):
+                views.append([flat[rows * o:rows * o + m * fo].reshape(m, fo)
+                              for o, fo in zip(off, sizes[1:])])
+        return views
+
+    t = lambda value: _typed(params, value)  # noqa: E731
+    k_cls = sizes[-1]
+    smooth_off = label_smoothing / k_cls if k_cls else 0.0
+    if use_fused:
+        fused_kernel, _, _, threads, _, _ = _fused_train_kernel(dtype, sizes, acts, has_bias,
+                                                                loss)
+        fused_args = (params, t(alpha), t(smooth_off), t(1.0 - label_smoothing + smooth_off))
+    w_views, b_views = layer_views(params, sizes, w_off, b_off)
+    lr, momentum = hyper[codes.HYPER_LR], hyper[codes.HYPER_MOMENTUM]
+    nesterov, weight_decay = bool(hyper[codes.HYPER_NESTEROV]), hyper[codes.HYPER_WEIGHT_DECAY]
+    beta1, beta2, eps = hyper[codes.HYPER_BETA1], hyper[codes.HYPER_BETA2], hyper[codes.HYPER_EPS]
+    decoupled = bool(hyper[codes.HYPER_DECOUPLED])
+    gather = _kernel(params, "gather_batch")
+    cols = sizes[0] + (t_cols if targets.shape[0] else 0) + 2
+    if use_fused:  # narrow layers: one thread per parameter
+        grads_kernel = _kernel(params, "weight_grads")[_grid(params.shape[0])]
+        grads_layout = layout
+    else:  # wide layers: tiled
+        grads_kernel = _kernel(params, "weight_grads_tiled")[int(tiles[-1]), (TILE, TILE)]
+        grads_layout = layout + [ws.constant("tiles", tiles, np.int64)]
+    per_batches = ws.views(("per", n_total, batch_size), lambda: [
+        per[s:s + batch_size] for s in range(0, n_total, batch_size)])
+
+    for start in range(0, n_total, batch_size):
+        m = min(batch_size, n_total - start)
+        xm, lm, tm, swm, *layer = ws.views(("batch", use_fused, sizes, rows, m),
+                                           lambda: batch_views(m))
+        gather[_grid(m * cols)](xb, lb, tb, swb, x, labels, targets, sample_weight, order,
+                                start, m)
+        per_batch = per_batches[start // batch_size]
+        if use_fused:
+            fused_kernel[_blocks(m, MLP_ROWS), threads](per_batch, outs, deltas, xm, lm, tm,
+                                                        swm, *fused_args)
+            blk = m
+        else:
+            out_v, pre_v, dpre_v, dout_v = layer
+            a = xm
+            for l in range(n_layers):
+                affine_act_forward(out_v[l], pre_v[l], a, w_views[l], b_views[l], acts[l],
+                                   alpha)
+                a = out_v[l]
+            _loss_rows(per_batch, dout_v[-1], a, lm, tm, swm, loss, label_smoothing)
+            for l in range(n_layers - 1, -1, -1):
+                affine_act_backward(dout_v[l - 1] if l else no_dx, dpre_v[l], dout_v[l],
+                                    pre_v[l], out_v[l], w_views[l], acts[l], alpha)
+            blk = rows
+        grads_kernel(grads, params, xm, outs, deltas, *grads_layout, two_l2, m, blk)
+        step += 1
+        if opt == codes.OPT_SGD:
+            sgd_update(params, grads, state1, lr, momentum, nesterov, weight_decay)
+        else:
+            adam_update(params, grads, state1, state2, lr, beta1, beta2, eps, weight_decay,
+                        decoupled, step)
+    _kernel(per, "epoch_loss")[1, REDUCE](total, per, batch_size)
+    value = float(total.copy_to_host()[0]) / n_total
+    dev.finish()
+    return value, step
+
+
+# --------------------------------------------------------------------------- per-sample SGD:
+# the whole epoch in one launch of one persistent block
+
+SGD_THREADS = 256  # the per-sample kernel's block: at most this many threads
+SGD_LOSSES = (codes.LOSS_SOFTMAX_CE, codes.LOSS_BCE, codes.LOSS_MSE)
+
+
+def _sgd_plan(dtype, sizes, has_bias):
+    """Compile-time layout of the per-sample kernel for widths `sizes`: (threads, the shared
+    row stride of each layer's weights, each layer's weight and bias offsets in shared memory,
+    the staged parameters' length, whether the parameters fit in shared memory beside the
+    activations, whether the activations fit at all)."""
+    item = np.dtype(dtype).itemsize
+    width = max(sizes)
+    threads = WARP
+    while threads < min(width, SGD_THREADS):
+        threads *= 2  # a power of two: the final loss sum is a halving tree
+    # an odd row stride: the backward's row read W[i, :] by thread i is then conflict-free
+    strides = tuple(fo if fo % 2 else fo + 1 for fo in sizes[1:])
+    w_at, b_at, p = [], [], 0
+    for l, (fi, st) in enumerate(zip(sizes[:-1], strides)):
+        w_at.append(p)
+        p += fi * st
+        b_at.append(p if has_bias[l] else -1)
+        p += sizes[l + 1] if has_bias[l] else 0
+    # activations of every layer, h'(pre) of every layer, two delta planes, the sum, 2 scalars
+    act = sum(sizes) + sum(sizes[1:]) + 2 * width + threads + 2
+    return (threads, strides, tuple(w_at), tuple(b_at), p,
+            (act + p) * item <= SMEM_STATIC, act * item <= SMEM_STATIC)
+
+
+_SGD_EPOCH = {}
+
+
+def _sgd_epoch_kernel(dtype, sizes, acts, w_off, b_off, loss, stage):
+    """The per-sample epoch kernel for one network, built and cached per (dtype, sizes, acts,
+    layout, loss, stage): every size, offset and code is a compile-time constant, so the
+    shared arrays have static shapes. stage=True keeps the parameters in shared memory for
+    the whole epoch (written back at its end); stage=False reads and updates them in global
+    memory (L1/L2-resident for the one block)."""
+    key = (np.dtype(dtype).name, tuple(map(int, sizes)), tuple(map(int, acts)),
+           tuple(map(int, w_off)), tuple(map(int, b_off)), int(loss), bool(stage))
+    if key in _SGD_EPOCH:
+        return _SGD_EPOCH[key]
+    if loss not in SGD_LOSSES:
+        raise ValueError(f"sgd_epoch supports the losses {SGD_LOSSES} (codes); got {loss}")
+    dtype = np.dtype(dtype).type
+    nb = numba.from_dtype(np.dtype(dtype))
+    ZERO, ONE, HALF = dtype(0), dtype(1), dtype(0.5)
+    NEG_INF = dtype(-np.inf)
+    sizes, ACT, WO, BO, STAGE = key[1], key[2], key[3], key[4], key[6]
+    L = len(sizes) - 1
+    FI, FO = sizes[:-1], sizes[1:]
+    T, ST, SW, SB, PS, fits_shared, fits_global = _sgd_plan(dtype, sizes,
+                                                            tuple(b >= 0 for b in BO))
+    if not fits_global or (STAGE and not fits_shared):
+        raise ValueError(f"sizes {list(sizes)} do not fit the per-sample kernel's shared "
+                         f"memory (stage={STAGE})")
+    W = max(sizes)
+    AO = tuple(int(v) for v in np.concatenate([[0], np.cumsum(sizes)]))  # a_l at AO[l]
+    HO = tuple(int(v) for v in np.concatenate([[0], np.cumsum(FO)]))  # h'_l at HO[l]
+    NA, NH, K = sum(sizes), sum(FO), FO[L - 1]
+    WS = PS if STAGE else 1
+    CE, BCE = loss == codes.LOSS_SOFTMAX_CE, loss == codes.LOSS_BCE
+
+    def sgd_epoch(params, total, per, x, labels, targets, order, alpha, lr, wd):
+        wsh = cuda.shared.array(WS, nb)  # the parameters, when staged
+        a = cuda.shared.array(NA, nb)  # the input and every layer's output
+        hp = cuda.shared.array(NH, nb)  # every layer's h'(pre), kept from the forward
+        dl = cuda.shared.array((2, W), nb)  # deltas, ping-pong by layer
+        red = cuda.shared.array(T, nb)
+        sc = cuda.shared.array(2, nb)  # the output's max and log-sum-exp
+        j = cuda.threadIdx.x
+        n = order.shape[0]
+        if STAGE:
+            for l in range(L):
+                fo = FO[l]
+                for e in range(j, FI[l] * fo, T):
+                    i = e // fo
+                    wsh[SW[l] + i * ST[l] + e - i * fo] = params[WO[l] + e]
+                if BO[l] >= 0:
+                    for u in range(j, fo, T):
+                        wsh[SB[l] + u] = params[BO[l] + u]
+        for t in range(n):
+            s = order[t]
+            for i in range(j, FI[0], T):
+                a[i] = x[s, i]
+            cuda.syncthreads()
+            # ---- forward: thread j takes units j, j + T, ...; the input is a broadcast read
+            for l in range(L):
+                fi, fo, act = FI[l], FO[l], ACT[l]
+                for u in range(j, fo, T):
+                    z = ZERO
+                    for i in range(fi):
+                        w = wsh[SW[l] + i * ST[l] + u] if STAGE else params[WO[l] + i * fo + u]
+                        z += a[AO[l] + i] * w
+                    if BO[l] >= 0:
+                        z += wsh[SB[l] + u] if STAGE else params[BO[l] + u]
+                    v = _act(z, act, alpha, ZERO, ONE)
+                    a[AO[l + 1] + u] = v
+                    hp[HO[l] + u] = _dact(z, v, act, alpha, ZERO, ONE)
+                cuda.syncthreads()
+            # ---- the sample's loss (thread 0: K is small) and the output delta
+            zo = AO[L]
+            if j == 0:
+                value = ZERO
+                if CE:
+                    mx = NEG_INF
+                    for k in range(K):
+                        if a[zo + k] > mx:
+                            mx = a[zo + k]
+                    se = ZERO
+                    for k in range(K):
+                        se += math.exp(a[zo + k] - mx)
+                    log_s = math.log(se)
+                    sc[0] = mx
+                    sc[1] = log_s
+                    value = log_s - (a[zo + labels[s]] - mx)
+                elif BCE:
+                    for k in range(K):
+                        v = a[zo + k]
+                        tk = max(targets[s, k], ZERO)
+                        value += max(v, ZERO) - v * tk + math.log1p(math.exp(-abs(v)))
+                else:
+                    for k in range(K):
+                        r = a[zo + k] - targets[s, k]
+                        value += HALF * r * r
+                per[t] = value
+            cuda.syncthreads()
+            for k in range(j, K, T):
+                v = a[zo + k]
+                if CE:
+                    g = math.exp((v - sc[0]) - sc[1])
+                    if k == labels[s]:
+                        g -= ONE
+                elif BCE:
+                    g = _sigmoid(v, ONE) - max(targets[s, k], ZERO)
+                else:
+                    g = v - targets[s, k]
+                dl[0, k] = g * hp[HO[L - 1] + k]
+            cuda.syncthreads()
+            # ---- backward: thread i owns row i of W_l: the delta recursion's dot product
+            # W[i, :] . delta reads the row, and the update rewrites it in the same pass (the
+            # row's old values served dx first, as the reference's order requires)
+            cur = 0
+            for l in range(L - 1, -1, -1):
+                fi, fo = FI[l], FO[l]
+                for i in range(j, fi, T):
+                    ai = a[AO[l] + i]
+                    g = ZERO
+                    for u in range(fo):
+                        d = dl[cur, u]
+                        if STAGE:
+                            at = SW[l] + i * ST[l] + u
+                            w = wsh[at]
+                            wsh[at] = w - lr * (ai * d + wd * w)
+                        else:
+                            at = WO[l] + i * fo + u
+                            w = params[at]
+                            params[at] = w - lr * (ai * d + wd * w)
+                        g += w * d
+                    if l > 0:
+                        dl[1 - cur, i] = g * hp[HO[l - 1] + i]
+                if BO[l] >= 0:
+                    for u in range(j, fo, T):
+                        if STAGE:
+                            wsh[SB[l] + u] -= lr * dl[cur, u]
+                        else:
+                            params[BO[l] + u] -= lr * dl[cur, u]
+                cuda.syncthreads()
+                cur = 1 - cur
+        if STAGE:
+            for l in range(L):
+                fo = FO[l]
+                for e in range(j, FI[l] * fo, T):
+                    i = e // fo
+                    params[WO[l] + e] = wsh[SW[l] + i * ST[l] + e - i * fo]
+                if BO[l] >= 0:
+                    for u in range(j, fo, T):
+                        params[BO[l] + u] = wsh[SB[l] + u]
+        # ---- the epoch's loss: the per-sample losses summed by a halving tree
+        acc = ZERO
+        for i in range(j, n, T):
+            acc += per[i]
+        red[j] = acc
+        cuda.syncthreads()
+        h = T // 2
+        while h > 0:
+            if j < h:
+                red[j] += red[j + h]
+            cuda.syncthreads()
+            h //= 2
+        if j == 0:
+            total[0] = red[0]
+
+    A1 = numba.types.Array(nb, 1, "C")
+    A2 = numba.types.Array(nb, 2, "C")
+    L1 = numba.types.Array(numba.int64, 1, "C")
+    sig = (A1, A1, A1, A2, L1, A2, L1, nb, nb, nb)
+    _SGD_EPOCH[key] = (_Counted(cuda.jit(sgd_epoch), "sgd_epoch"), sgd_epoch, sig, T)
+    return _SGD_EPOCH[key]
+
+
+# representative shapes for the PTX check: staged in shared memory (tiny; the widest layer a
+# float32 one takes), and the global-memory form for an MNIST-sized first layer
+_SGD_PTX_SHAPES = [
+    ("5-13-1-7-3_ce_shared", (5, 13, 1, 7, 3), (TANH, RELU, IDENTITY, IDENTITY),
+     codes.LOSS_SOFTMAX_CE, True),
+    ("32-64-10_bce_shared", (32, 64, 10), (RELU, IDENTITY), codes.LOSS_BCE, True),
+    ("784-128-10_mse_global", (784, 128, 10), (SIGMOID, IDENTITY), codes.LOSS_MSE, False),
+]
+for _dtype in (np.float32, np.float64):
+    for _tag, _sizes, _acts, _loss, _stage in _SGD_PTX_SHAPES:
+        _w, _b, _ = mlp_layout(_sizes)
+        if _stage and not _sgd_plan(_dtype, _sizes, [True] * len(_acts))[5]:
+            _tag, _stage = _tag.replace("shared", "global"), False
+        _, _fn, _sig, _ = _sgd_epoch_kernel(_dtype, _sizes, _acts, _w, _b, _loss, _stage)
+        PTX_BUILDS.append((f"sgd_epoch[{_tag}]", np.dtype(_dtype).name, _fn, _sig))
+
+
+def sgd_path(dtype, sizes, w_off, b_off):
+    """How sgd_epoch runs a network: "shared" (one launch, the parameters in shared memory),
+    "global" (one launch, the parameters in global memory: they do not fit beside the
+    activations in SMEM_STATIC bytes) or "minibatch" (not even the activations fit:
+    minibatch_epoch with batch 1)."""
+    plan = _sgd_plan(dtype, tuple(map(int, sizes)), tuple(int(b) >= 0 for b in b_off))
+    return "shared" if plan[5] else ("global" if plan[6] else "minibatch")
+
+
+def sgd_epoch(params, x, labels, targets, order, sizes, w_off, b_off, acts, alpha, loss, lr,
+              weight_decay, *, workspace=None, path=None):
+    """Per-sample SGD over one epoch on the GPU; arguments and result as in
+    kernels.cpu.sgd_epoch (returns the mean of the per-sample losses, each before its update;
+    losses LOSS_SOFTMAX_CE, LOSS_BCE, LOSS_MSE; weight decay on the weights only).
+
+    One launch for the whole epoch (path "shared" or "global", see sgd_path): one block walks
+    the samples in order, thread j owning units j, j + T, ... of every layer: forward with the
+    activations in shared memory, the loss by thread 0 into a per-sample vector, the delta
+    recursion and the update in one pass over each row of W. The parameters live in shared
+    memory for the whole epoch when they fit ("shared", written back at the end), else in
+    global memory ("global"). The per-sample losses are summed by the same block at the end;
+    one scalar comes back. Per-sample SGD is sequential by definition, so one block is the
+    parallelism there is: the launch and the per-sample host round trips are what it saves.
+
+    When even the activations overflow shared memory ("minibatch"), the epoch is
+    minibatch_epoch with batch 1, plain SGD, weight decay 0 and l2 = weight_decay / 2 per
+    layer: the same update, W -= lr (dW + wd W) on the weights only, 4 or 2 L + 4 launches a
+    sample. `path` forces one (tests); workspace as in minibatch_epoch."""
+    ws = EpochWorkspace() if workspace is None else workspace
+    sizes, w_off, b_off, acts = map(_host_ints, (sizes, w_off, b_off, acts))
+    dtype = np.dtype(params.dtype)
+    path = sgd_path(dtype, sizes, w_off, b_off) if path is None else path
+    if path == "minibatch":
+        n_layers = len(sizes) - 1
+        hyper = np.zeros(codes.N_HYPER)
+        hyper[codes.HYPER_LR] = lr
+        grads = ws.buffer("sgd_grads", (params.shape[0],), dtype)
+        none = np.zeros(0, dtype)
+        return minibatch_epoch(params, grads, none, none, x, labels, targets, none, order, 1,
+                               sizes, w_off, b_off, acts, alpha,
+                               np.full(n_layers, weight_decay / 2.0), loss, 0.0, codes.OPT_SGD,
+                               hyper, 0, workspace=ws)[0]
+    dev = _Staged()
+    params = dev(params, written=True)
+    x, targets, labels = dev(x, dtype), dev(targets, dtype), dev(labels, np.int64)
+    if not _on_device(order):
+        host_order = np.ascontiguousarray(order, np.int64)
+        order = ws.buffer("order", host_order.shape, np.int64)
+        if host_order.size:
+            order.copy_to_device(host_order)
+    n = order.shape[0]
+    if n == 0:
+        dev.finish()
+        return 0.0
+    if len(targets.shape) != 2:
+        targets = ws.buffer("no_targets", (0, 0), dtype)
+    kern, _, _, threads = _sgd_epoch_kernel(dtype, sizes, acts, w_off, b_off, int(loss),
+                                            path == "shared")
+    per = ws.buffer("per", (n,), dtype)
+    total = ws.buffer("total", (1,), dtype)
+    kern[1, threads](params, total, per, x, labels, targets, order, _typed(params, alpha),
+                     _typed(params, lr), _typed(params, weight_decay))
+    value = float(total.copy_to_host()[0]) / n
+    dev.finish()
+    return value

@@ -1,4 +1,6 @@
-"""Every CUDA kernel against its CPU twin (kernels.cpu, itself held to kernels.reference).
+"""Every CUDA kernel against its CPU twin (kernels.cpu, itself held to kernels.reference); the
+weight gradient, the losses and the optimizers through backends.check_backends, which runs
+them on all three backends with the same inputs.
 
 Runs in Numba's CUDA simulator when NUMBA_ENABLE_CUDASIM=1 is set for the pytest run (CI on
 machines without a GPU), and unchanged on a real GPU when the variable is unset. The simulator
@@ -13,6 +15,7 @@ import os
 
 import numpy as np
 import pytest
+from backends import STEP_TOL, check_backends
 from helpers import DTYPES, assert_close, empty, randn
 
 from fastnn.kernels import codes
@@ -99,12 +102,7 @@ def test_weight_grad_accumulates(dtype, shape, bias):
     rng = np.random.default_rng(i * o + n)
     x, dpre = randn(rng, (n, i), dtype), randn(rng, (n, o), dtype)
     dw0, db0 = randn(rng, (i, o), dtype), (randn(rng, o, dtype) if bias else empty(dtype))
-    want_dw, want_db = dw0.copy(), db0.copy()
-    cpu.weight_grad(want_dw, want_db, x, dpre)
-    dw, db = dev(dw0), dev(db0)
-    gpu.weight_grad(dw, db, dev(x), dev(dpre))
-    assert_close(host(dw), want_dw, dtype)
-    assert_close(host(db), want_db, dtype)
+    check_backends("weight_grad", [dw0, db0, x, dpre], STEP_TOL[dtype])
 
 
 # --------------------------------------------------------------------------- activations
@@ -147,14 +145,11 @@ def test_softmax(dtype, shape):
 # --------------------------------------------------------------------------- losses
 
 def _check_loss(name, dtype, z, y, sample_weight, mean, *extra):
-    """Run loss `name` on both backends; dz and the returned value must agree."""
-    want_dz = np.full_like(z, np.nan)
-    want = getattr(cpu, name)(want_dz, z, y, sample_weight, *extra, mean)
-    dz = dev(np.full_like(z, np.nan))
-    got = getattr(gpu, name)(dz, dev(z), dev(y), dev(sample_weight), *extra, mean)
-    assert isinstance(got, float)
-    assert_close(host(dz), want_dz, dtype)
-    assert_close(np.float64(got), want, dtype)
+    """Run loss `name` on every backend; dz and the returned value must agree. The loss is
+    a sum of up to 6 x 37 terms of size ~3: STEP_TOL's few ulps per dot product hold."""
+    dz = np.full_like(z, np.nan)
+    results = check_backends(name, [dz, z, y, sample_weight, *extra, mean], STEP_TOL[dtype])
+    assert isinstance(results["cuda"][0], float)
 
 
 def _weights(rng, n, dtype, weighted):
@@ -237,13 +232,8 @@ def test_sgd_update(dtype, p):
     rng = np.random.default_rng(p)
     params, grads, vel = (randn(rng, p, dtype) for _ in range(3))
     for momentum, nesterov, wd in [(0.0, False, 0.0), (0.9, False, 0.01), (0.9, True, 0.0)]:
-        want_p, want_v = params.copy(), vel.copy()
-        cpu.sgd_update(want_p, grads, want_v, 0.1, momentum, nesterov, wd)
-        dp, dv = dev(params), dev(vel if momentum else empty(dtype))
-        gpu.sgd_update(dp, dev(grads), dv, 0.1, momentum, nesterov, wd)
-        assert_close(host(dp), want_p, dtype)
-        if momentum:
-            assert_close(host(dv), want_v, dtype)
+        check_backends("sgd_update", [params, grads, vel if momentum else empty(dtype), 0.1,
+                                      momentum, nesterov, wd], STEP_TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -253,27 +243,22 @@ def test_adam_update(dtype, p):
     params, grads, m = (randn(rng, p, dtype) for _ in range(3))
     v = rng.uniform(0, 1, p).astype(dtype)
     for decoupled, step in [(False, 1), (True, 7)]:
-        want = [a.copy() for a in (params, m, v)]
-        cpu.adam_update(want[0], grads, want[1], want[2], 1e-2, 0.9, 0.999, 1e-8, 0.01,
-                        decoupled, step)
-        got = [dev(a) for a in (params, m, v)]
-        gpu.adam_update(got[0], dev(grads), got[1], got[2], 1e-2, 0.9, 0.999, 1e-8, 0.01,
-                        decoupled, step)
-        for g, w in zip(got, want):
-            assert_close(host(g), w, dtype)
+        check_backends("adam_update", [params, grads, m, v, 1e-2, 0.9, 0.999, 1e-8, 0.01,
+                                       decoupled, step], STEP_TOL[dtype])
 
 
 def test_every_cpu_kernel_has_a_cuda_twin_with_the_same_arguments():
     import inspect
-    # whole-epoch loops: CPU designs; on the GPU the epoch loop stays in Python (issue 5)
-    skip = {"sgd_epoch", "minibatch_epoch"}
+
+    def positional(fn):  # keyword-only options (the epochs' workspace=, fused=) are extras
+        return [p.name for p in inspect.signature(fn).parameters.values()
+                if p.kind != p.KEYWORD_ONLY]
     for name, fn in vars(cpu).items():
-        if name.startswith("_") or name in skip or not hasattr(fn, "py_func"):
+        if name.startswith("_") or not hasattr(fn, "py_func"):
             continue
         twin = getattr(gpu, name, None)
         assert twin is not None, f"kernels.cuda has no {name}"
-        assert (list(inspect.signature(twin).parameters)
-                == list(inspect.signature(fn.py_func).parameters)), name
+        assert positional(twin) == positional(fn.py_func), name
 
 
 # --------------------------------------------------------------------------- fused narrow MLP
