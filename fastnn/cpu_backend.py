@@ -7,7 +7,9 @@ once (from its device) and its fit loop, the only one, calls nothing else:
     evaluate(stack, params, x, y, sw, kernel)      (loss + L2 penalty, logits)
     gradient(stack, params, x, y, sw, kernel)      (loss + L2 penalty, dL/dparams (P,))
     Trainer(stack, params, optimizer, x, y, sw, kernel, batch_size, per_sample)
-        .epoch(order, lr)        one epoch over the rows in `order`; the mean loss (+ penalty)
+        .epoch(order, lr, seed)  one epoch (or a slice of one) over the rows in `order`; the
+                                 mean loss, without the L2 penalty; seed: the dropout masks'
+        .penalty()               the L2 penalty of the current parameters
         .train_logits()          logits of the training rows, for metrics
         .prepare(x, y, sw, kernel)   validation data where the trainer computes (GPU: uploaded)
         .evaluate(data, with_logits)  (loss + penalty, logits or None) on prepared data
@@ -105,20 +107,24 @@ class Trainer:
         self._saved_state = None
         self._buffers = None  # for gradient_norm, allocated on first use
 
-    def epoch(self, order, lr):
+    def epoch(self, order, lr, seed=0):
         s, k = self.stack, self.kernel
         labels, targets, sw = _split(self.y, self.sw, k, s.dtype)
         if self.per_sample:
             return cpu.sgd_epoch(self.params, self.x, labels, targets, order, s.sizes, s.w_off,
-                                 s.b_off, s.acts, s.alpha, k.code, lr,
-                                 self.optimizer.weight_decay)
+                                 s.b_off, s.acts, s.alpha,  # kernels: + s.drop, seed
+                                 k.code, lr, self.optimizer.weight_decay)
         opt_code, hyper, state1, state2, step = self.optimizer.kernel_args(lr)
         loss, step = cpu.minibatch_epoch(
             self.params, self.grads, state1, state2, self.x, labels, targets, sw, order,
-            self.batch_size, s.sizes, s.w_off, s.b_off, s.acts, s.alpha, s.l2, k.code,
-            k.label_smoothing, opt_code, hyper, step)
+            self.batch_size, s.sizes, s.w_off, s.b_off, s.acts, s.alpha, s.l2,
+            # kernels: + s.drop, seed
+            k.code, k.label_smoothing, opt_code, hyper, step)
         self.optimizer.set_step(step)
-        return loss + s.penalty(self.params)
+        return loss
+
+    def penalty(self):
+        return self.stack.penalty(self.params)
 
     def prepare(self, x, y, sw, kernel):
         return x, y, sw, kernel

@@ -44,6 +44,8 @@ LABEL_LOSSES = (LOSS_SOFTMAX_CE, LOSS_MULTICLASS_HINGE, LOSS_MULTICLASS_PERCEPTR
 # optimizers of the fused mini-batch epoch
 OPT_SGD = 0
 OPT_ADAM = 1
+OPT_RMSPROP = 2  # PyTorch's formulation, not centered; state1 = mean square, state2 = momentum
+OPT_ADAGRAD = 3  # PyTorch's formulation; state1 = the sum of squared gradients
 # their hyper-parameters travel in one float64 array of N_HYPER slots, read by these names
 # (booleans as 0.0 / 1.0); slots an optimizer does not use hold 0
 HYPER_LR = 0
@@ -54,4 +56,6 @@ HYPER_BETA1 = 4  # Adam
 HYPER_BETA2 = 5  # Adam
 HYPER_EPS = 6  # Adam
 HYPER_DECOUPLED = 7  # Adam: 1.0 for AdamW's decoupled weight decay
-N_HYPER = 8
+HYPER_RHO = 8  # RMSprop: the mean square's decay (PyTorch's alpha); HYPER_MOMENTUM, HYPER_EPS too
+HYPER_LR_DECAY = 9  # Adagrad: lr_t = lr / (1 + (t - 1) lr_decay); HYPER_EPS too
+N_HYPER = 10

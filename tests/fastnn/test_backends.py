@@ -27,7 +27,7 @@ def test_both_backends_offer_the_same_operations():
                 == inspect.signature(getattr(cuda_backend, name))), name
     cpu_t, gpu_t = cpu_backend.Trainer, cuda_backend.Trainer
     assert inspect.signature(cpu_t.__init__) == inspect.signature(gpu_t.__init__)
-    for method in ("epoch", "prepare", "evaluate", "train_logits", "gradient_norm", "finite",
+    for method in ("epoch", "penalty", "prepare", "evaluate", "train_logits", "gradient_norm", "finite",
                    "save_point", "restore_point", "sync_to_host"):
         assert inspect.signature(getattr(cpu_t, method)) \
             == inspect.signature(getattr(gpu_t, method)), method
