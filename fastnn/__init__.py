@@ -5,8 +5,10 @@ from . import kernels  # noqa: E402  (fastnn.kernels is the installed kernels/ d
 from . import callbacks, losses, optim  # noqa: E402
 from .diagnostics import gradcheck  # noqa: E402
 from .io import load, save  # noqa: E402
-from .layers import L2, Dense  # noqa: E402
+from .layers import L2, Dense, Dropout  # noqa: E402
 from .models import DivergenceError, Sequential  # noqa: E402
 
-__all__ = ["kernels", "callbacks", "losses", "optim", "Dense", "L2", "Sequential",
-           "DivergenceError", "gradcheck", "load", "save", "__version__"]
+optimizers = optim  # Keras' module name: `optimizers.Adam(lr=0.001)` as the notes write it
+
+__all__ = ["kernels", "callbacks", "losses", "optim", "optimizers", "Dense", "Dropout", "L2",
+           "Sequential", "DivergenceError", "gradcheck", "load", "save", "__version__"]

@@ -5,6 +5,7 @@ this epoch's numbers ("loss", metrics, "val_loss", "val_<metric>"). Setting
 `model.stop_training = True` ends fit after the current epoch.
 """
 import math
+import sys
 import time
 
 import numpy as np
@@ -32,12 +33,15 @@ class Callback:
 
 
 class ProgressBar(Callback):
-    """Loss and metrics per epoch: a tqdm bar over the epochs when tqdm is installed, else one
-    line per epoch. fit adds it when verbose > 0. (The fused kernels run a whole epoch per call,
-    so progress is counted in epochs, not batches.)"""
+    """Loss and metrics per epoch: a tqdm bar over the epochs when tqdm is installed (fit's
+    verbose=1), else one line per epoch (verbose=2, or no tqdm). Inside an epoch long enough
+    to wait on, fit runs the compiled epoch in slices and calls on_epoch_progress after each:
+    the bar then advances by the epoch's fraction and shows samples/s and the time left (the
+    plain mode rewrites one status line on a terminal)."""
 
-    def __init__(self, epochs, use_tqdm=None, file=None):
+    def __init__(self, epochs, use_tqdm=None, file=None, initial_epoch=0):
         self.epochs = int(epochs)
+        self.initial_epoch = int(initial_epoch)
         self.file = file
         if use_tqdm is None:
             try:
@@ -48,24 +52,46 @@ class ProgressBar(Callback):
         self.use_tqdm = use_tqdm
         self.bar = None
         self._t0 = None
+        self._shown = 0.0  # how much of the current epoch the bar shows
 
     def on_train_begin(self, logs=None):
         if self.use_tqdm:
             from tqdm.auto import tqdm
-            self.bar = tqdm(total=self.epochs, unit="epoch", file=self.file, leave=True)
+            self.bar = tqdm(total=self.epochs, initial=self.initial_epoch, unit="epoch",
+                            file=self.file, leave=True)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.perf_counter()
+        self._shown = 0.0
+        self._epoch = epoch
+
+    def on_epoch_progress(self, done, total, elapsed):
+        """`done` of the epoch's `total` samples are trained, in `elapsed` seconds."""
+        rate = done / max(elapsed, 1e-9)
+        status = (f"epoch {self._epoch + 1}: {done:,}/{total:,} samples, {rate:,.0f} samples/s, "
+                  f"{(total - done) / rate:.1f} s left")
+        if self.bar is not None:
+            fraction = done / total
+            self.bar.update(fraction - self._shown)
+            self._shown = fraction
+            self.bar.set_postfix_str(status)
+            return
+        stream = self.file or sys.stdout
+        if getattr(stream, "isatty", lambda: False)():
+            print("\r" + status, end="", file=stream, flush=True)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if self.bar is not None:
             self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
-            self.bar.update(1)
+            # whole epochs stay integers on the bar unless an epoch was shown in parts
+            self.bar.update(1.0 - self._shown if self._shown else 1)
             return
         parts = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
-        print(f"Epoch {epoch + 1}/{self.epochs} - {time.perf_counter() - self._t0:.2f}s - {parts}",
-              file=self.file, flush=True)
+        stream = self.file or sys.stdout
+        end = "\r" if self._shown and getattr(stream, "isatty", lambda: False)() else ""
+        print(f"{end}Epoch {epoch + 1}/{self.epochs} - {time.perf_counter() - self._t0:.2f}s - "
+              f"{parts}", file=stream, flush=True)
 
     def on_train_end(self, logs=None):
         if self.bar is not None:
@@ -75,11 +101,13 @@ class ProgressBar(Callback):
 
 class History(Callback):
     """Records each epoch's logs: `history` maps "loss", "val_loss" and each metric to a list
-    with one value per epoch; `epoch` lists the epoch indices."""
+    with one value per epoch; `epoch` lists the epoch indices; `params` holds the fit's
+    settings (epochs, steps per epoch, verbose), as Keras' History."""
 
     def __init__(self):
         self.history = {}
         self.epoch = []
+        self.params = {}
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch.append(epoch)

@@ -172,6 +172,35 @@ class Perceptron(Loss):
                 LossKernel(codes.LOSS_PERCEPTRON))
 
 
+class CategoricalCrossEntropy(Loss):
+    """Cross-entropy of softmax(z) against target distributions of shape (N, K): one-hot rows
+    or soft targets (Keras' categorical_crossentropy), with optional label smoothing applied
+    to the targets as Keras does: t (1 - eps) + eps / K."""
+
+    name = "categorical_crossentropy"
+    probabilistic = "softmax"
+
+    def __init__(self, label_smoothing=0.0):
+        if not isinstance(label_smoothing, numbers.Real) or not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        self.label_smoothing = float(label_smoothing)
+
+    def prepare(self, y, n_outputs, dtype, name="y"):
+        t = check_targets(y, n_outputs, dtype, name)
+        if np.any(t < 0):
+            raise ValueError(f"{name} must hold distributions (one-hot or soft targets): it "
+                             "has negative entries")
+        if self.label_smoothing:
+            t = (t * (1.0 - self.label_smoothing) + self.label_smoothing / n_outputs).astype(dtype)
+        return t, LossKernel(codes.LOSS_SOFTMAX_CE_SOFT)
+
+    def accuracy(self, z, y):
+        return float(np.mean(np.argmax(z, axis=1) == np.argmax(y, axis=1)))
+
+    def get_config(self):
+        return {"label_smoothing": self.label_smoothing}
+
+
 class KLDivergence(Loss):
     """KL(target || softmax(z)) against target distributions of shape (N, K)."""
 
@@ -189,7 +218,12 @@ class KLDivergence(Loss):
 
 
 LOSSES = {cls.name: cls for cls in (SoftmaxCrossEntropy, BinaryCrossEntropy, MSE, Hinge,
-                                     Perceptron, KLDivergence)}
+                                     Perceptron, KLDivergence, CategoricalCrossEntropy)}
+# Keras' names for the same losses (Keras' losses take probabilities by default; fastnn's take
+# logits, and a softmax or sigmoid output layer folds into them: see fastnn.layers.Dense)
+ALIASES = {"sparse_categorical_crossentropy": "softmax_cross_entropy",
+           "binary_crossentropy": "binary_cross_entropy", "mean_squared_error": "mse",
+           "kld": "kl_divergence", "kullback_leibler_divergence": "kl_divergence"}
 
 
 def get(loss):
@@ -198,6 +232,8 @@ def get(loss):
         return loss
     if not isinstance(loss, str):
         raise TypeError(f"loss must be a str or a fastnn.losses.Loss, got {loss!r}")
-    if loss.lower() not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(sorted(LOSSES))}")
-    return LOSSES[loss.lower()]()
+    key = ALIASES.get(loss.lower(), loss.lower())
+    if key not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(sorted(LOSSES))} "
+                         f"(Keras names: {', '.join(sorted(ALIASES))})")
+    return LOSSES[key]()

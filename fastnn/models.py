@@ -11,6 +11,7 @@ Each epoch is one kernel call on either backend:
 """
 import math
 import numbers
+import time
 
 import numpy as np
 
@@ -19,10 +20,12 @@ from . import cpu_backend, cuda_backend
 from . import losses as losses_mod
 from . import optim
 from .kernels import codes, cpu
-from .layers import Dense, Stack
-from .validation import check_sample_weight, check_x
+from .layers import Dense, Dropout, Stack
+from .validation import check_positive_int, check_sample_weight, check_x
 
-METRICS = ("accuracy", "mse", "mae")
+# the metrics fit and evaluate report, by every name they answer to
+METRICS = {"accuracy": "accuracy", "acc": "accuracy", "mse": "mse", "mean_squared_error": "mse",
+           "mae": "mae", "mean_absolute_error": "mae"}
 
 
 class DivergenceError(FloatingPointError):
@@ -30,14 +33,16 @@ class DivergenceError(FloatingPointError):
 
 
 class Sequential:
-    """A linear stack of Dense layers; the last one emits logits.
+    """A linear stack of layers (Dense, Dropout); the last Dense layer emits logits, or
+    probabilities through a softmax / sigmoid output that folds into the loss.
 
     Parameters
     ----------
-    layers : list of Dense
+    layers : list of Dense and Dropout, optional
+        Or add them one by one with `add`, as in Keras.
     seed : int, default 0
-        Seeds np.random.default_rng, used for the initial weights and for shuffling, so the
-        same seed gives a bitwise identical fit on the CPU.
+        Seeds np.random.default_rng, used for the initial weights, for shuffling and for the
+        dropout masks, so the same seed gives a bitwise identical fit on the CPU.
     dtype : {"float32", "float64"}, default "float32"
     device : {"cpu", "cuda", "auto"}, default "cpu"
         Where fit, evaluate and predict run (fastnn.cuda_backend): "cuda" keeps data,
@@ -48,21 +53,11 @@ class Sequential:
     Attributes
     ----------
     params : ndarray of shape (P,)
-        Every parameter, layer by layer: W (row-major) then b (kernels.layout.mlp_layout).
-        Each layer's W and b are views into it.
+        Every parameter, Dense layer by Dense layer: W (row-major) then b
+        (kernels.layout.mlp_layout). Each layer's W and b are views into it.
     """
 
-    def __init__(self, layers, seed=0, dtype="float32", device="cpu"):
-        layers = list(layers)
-        if not layers:
-            raise ValueError("layers must hold at least one Dense layer")
-        for i, layer in enumerate(layers):
-            if not isinstance(layer, Dense):
-                raise TypeError(f"layers[{i}] must be a fastnn.Dense, got {type(layer).__name__}")
-        for i, layer in enumerate(layers[1:], 1):
-            if layer.input_dim is not None and layer.input_dim != layers[i - 1].units:
-                raise ValueError(f"layers[{i}].input_dim={layer.input_dim} but layers[{i - 1}] "
-                                 f"has {layers[i - 1].units} units")
+    def __init__(self, layers=None, seed=0, dtype="float32", device="cpu"):
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise TypeError(f"seed must be an int, got {seed!r}")
         try:
@@ -71,19 +66,81 @@ class Sequential:
             raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-        self._device = cuda_backend.resolve_device(device)  # "cpu" or "cuda": what runs the kernels
+        self._device = cuda_backend.resolve_device(device)  # "cpu" or "cuda": runs the kernels
         self.device = device.lower()
-        self.layers = layers
+        layers = [] if layers is None else list(layers)
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, (Dense, Dropout)):
+                raise TypeError(f"layers[{i}] must be a fastnn.Dense or fastnn.Dropout, got "
+                                f"{type(layer).__name__}")
+        self.layers = []
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
         self.params = None
         self.optimizer = self.loss = None
         self.metrics = []
+        self._fold = False  # a sigmoid output folded into binary cross-entropy (compile)
         self.stop_training = False
-        if layers[0].input_dim is not None:
-            self.build(layers[0].input_dim)
+        for i, layer in enumerate(layers):
+            self._append(layer, f"layers[{i}]")
+        self._build_if_known()
 
     # ------------------------------------------------------------------ structure
+
+    def add(self, layer):
+        """Append a layer (Keras' Sequential.add). The model builds once the input width is
+        known (input_dim / input_shape on the first layer, or the first fit); a layer added to
+        a built model gets its weights then, drawn from the model's generator, while the
+        earlier layers keep theirs (so adding layer by layer gives the weights of the list
+        form), and the optimizer state starts afresh."""
+        if not isinstance(layer, (Dense, Dropout)):
+            raise TypeError(f"layer must be a fastnn.Dense or fastnn.Dropout, got "
+                            f"{type(layer).__name__}")
+        self._append(layer, "layer")
+        if not self.built:
+            self._build_if_known()
+            return
+        kept = [(l, l.W.copy(), l.b.copy()) for l in self._dense if l is not layer]
+        self.params = None
+        self.build(int(self.sizes[0]), initialize=False)
+        for l, w, b in kept:
+            l.W[...], l.b[...] = w, b
+        if isinstance(layer, Dense):
+            layer.initialize(self.rng)
+
+    def _append(self, layer, what):
+        if any(layer is other for other in self.layers):
+            raise ValueError(f"{what} is already in this model: a layer can be added once")
+        previous = [l for l in self.layers if isinstance(l, Dense)]
+        if isinstance(layer, Dense) and previous and layer.input_dim is not None \
+                and layer.input_dim != previous[-1].units:
+            raise ValueError(f"{what} has input_dim={layer.input_dim} but the layer before it "
+                             f"has {previous[-1].units} units")
+        if previous and previous[-1].activation == "softmax":
+            raise ValueError(f"{what} comes after a softmax layer: softmax is supported as the "
+                             "output activation only")
+        names = {l.name for l in self.layers}
+        if layer.name is None:
+            base = "dense" if isinstance(layer, Dense) else "dropout"
+            k, name = 0, base
+            while name in names:
+                k += 1
+                name = f"{base}_{k}"
+            layer.name = name
+        elif layer.name in names:
+            raise ValueError(f"{what} is named {layer.name!r}, which another layer of this "
+                             "model has; layer names must be unique")
+        self.layers.append(layer)
+
+    def _build_if_known(self):
+        first = next((l for l in self.layers if isinstance(l, Dense)), None)
+        if first is not None and first.input_dim is not None and \
+                any(isinstance(l, Dense) for l in self.layers):
+            self.build(first.input_dim)
+
+    @property
+    def _dense(self):
+        return [l for l in self.layers if isinstance(l, Dense)]
 
     @property
     def built(self):
@@ -91,21 +148,54 @@ class Sequential:
 
     @property
     def n_outputs(self):
-        return self.layers[-1].units
+        dense = self._dense
+        if not dense:
+            raise RuntimeError("the model has no Dense layer yet; add one")
+        return dense[-1].units
 
-    def build(self, input_dim):
+    @property
+    def output_activation(self):
+        """What predict applies to the logits: "softmax", "sigmoid" (folded into binary
+        cross-entropy) or None (the last layer's own activation is in the logits)."""
+        last = self._dense[-1].activation if self._dense else None
+        if last == "softmax":
+            return "softmax"
+        return "sigmoid" if self._fold else None
+
+    def build(self, input_dim, initialize=True):
         """Allocate the flat buffer for `input_dim` input features and initialise it."""
-        self.stack = Stack(self.layers, input_dim, self.dtype)
+        dense = self._dense
+        if not dense:
+            raise ValueError("the model needs at least one Dense layer")
+        input_dim = check_positive_int(input_dim, "input_dim")
+        self.stack = Stack(self.layers, input_dim, self.dtype, fold_output=self._fold)
         # the layout as arrays, as the kernels take it (also read by tests and the bench)
         self.sizes, self.w_off, self.b_off = self.stack.sizes, self.stack.w_off, self.stack.b_off
         self.acts = self.stack.acts
         self.params = np.zeros(self.stack.n_params, self.dtype)
-        for layer, w, b in zip(self.layers, *self.stack.views(self.params)):
+        for layer, w, b in zip(dense, *self.stack.views(self.params)):
             layer.W, layer.b = w, b
-        for layer in self.layers:
-            layer.initialize(self.rng)
+        if initialize:
+            for layer in dense:
+                layer.initialize(self.rng)
         if self.optimizer is not None:
             self.optimizer.build(self.stack.n_params, self.dtype)
+
+    def get_layer(self, name=None, index=None):
+        """A layer by its name or its index (Keras' get_layer)."""
+        if (name is None) == (index is None):
+            raise ValueError("get_layer takes a name or an index (one of them)")
+        if index is not None:
+            if isinstance(index, bool) or not isinstance(index, numbers.Integral) \
+                    or not -len(self.layers) <= index < len(self.layers):
+                raise ValueError(f"index must be an int in [0, {len(self.layers)}), got "
+                                 f"{index!r}")
+            return self.layers[index]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"no layer named {name!r}; the layers are "
+                         f"{', '.join(l.name for l in self.layers)}")
 
     @property
     def _backend(self):
@@ -125,30 +215,75 @@ class Sequential:
         Parameters
         ----------
         optimizer : str or fastnn.optim.Optimizer, default "sgd"
+            "sgd", "adam", "adamw", "rmsprop", "adagrad", or an instance.
         loss : str or fastnn.losses.Loss, default "softmax_cross_entropy"
+            fastnn's names or Keras' ("sparse_categorical_crossentropy",
+            "categorical_crossentropy", "binary_crossentropy", "mean_squared_error", "kld").
+            Losses take logits: a softmax output layer pairs with the softmax losses, a sigmoid
+            output with binary cross-entropy, and either then folds into the loss (trained
+            from the logits through the stable fused kernel; predict applies it). A pairing
+            that would squash twice or has no fused kernel is refused here.
         metrics : list of str, optional
-            From "accuracy", "mse", "mae".
+            "accuracy" (or "acc"), "mse" ("mean_squared_error"), "mae"
+            ("mean_absolute_error"); logged under the name given.
         """
+        if not self._dense:
+            raise ValueError("compile: the model has no Dense layer; add one first")
+        if isinstance(self.layers[-1], Dropout):
+            raise ValueError("compile: the last layer is a Dropout, which would drop the "
+                             "model's outputs; end the model with a Dense layer")
         optimizer = optim.get(optimizer)
         loss = losses_mod.get(loss)
+        if metrics is not None and not isinstance(metrics, (list, tuple)):
+            raise TypeError(f"metrics must be a list of str, got {metrics!r}")
         metrics = list(metrics or [])
         for m in metrics:
-            if m not in METRICS:
-                raise ValueError(f"unknown metric {m!r}; valid: {', '.join(METRICS)}")
-        if "accuracy" in metrics and isinstance(loss, losses_mod.MSE):
+            if not isinstance(m, str) or m.lower() not in METRICS:
+                raise ValueError(f"unknown metric {m!r}; valid: {', '.join(sorted(METRICS))}")
+        if any(METRICS[m.lower()] == "accuracy" for m in metrics) \
+                and isinstance(loss, losses_mod.MSE):
             raise ValueError("metric 'accuracy' needs a classification loss, not mse")
+        fold = self._output_fold(loss)
         self.optimizer, self.loss, self.metrics = optimizer, loss, metrics
+        self._fold = fold
         if self.built:
+            self.stack = Stack(self.layers, int(self.sizes[0]), self.dtype, fold_output=fold)
+            self.acts = self.stack.acts
             optimizer.build(self.params.size, self.dtype)
+
+    def _output_fold(self, loss):
+        """Whether the last layer's sigmoid folds into `loss`; raises for an output activation
+        that cannot pair with it."""
+        if not self._dense:
+            return False
+        out = self._dense[-1].activation
+        softmax_losses = (losses_mod.SoftmaxCrossEntropy, losses_mod.CategoricalCrossEntropy,
+                          losses_mod.KLDivergence)
+        if out == "softmax" and not isinstance(loss, softmax_losses):
+            raise ValueError(f"a softmax output layer cannot train with {loss.name}: there is no "
+                             "fused softmax kernel for it. Use sparse_categorical_crossentropy "
+                             "(integer labels), categorical_crossentropy or kl_divergence, or "
+                             "make the last layer linear")
+        if out == "sigmoid":
+            if isinstance(loss, losses_mod.BinaryCrossEntropy):
+                return True
+            if isinstance(loss, softmax_losses):
+                raise ValueError(f"a sigmoid output layer with {loss.name} would squash twice "
+                                 "(sigmoid, then softmax): make the last layer linear, or use "
+                                 "binary_crossentropy with the sigmoid output")
+        return False
 
     def _require_compiled(self, what):
         if self.loss is None:
             raise RuntimeError(f"{what}: call compile() first")
+        if isinstance(self.layers[-1], Dropout):
+            raise ValueError(f"{what}: the last layer is a Dropout, which would drop the "
+                             "model's outputs; end the model with a Dense layer")
 
     # ------------------------------------------------------------------ validation
 
     def _check_xy(self, x, y, sample_weight=None, names=("x", "y", "sample_weight")):
-        n_features = self.layers[0].input_dim if not self.built else int(self.sizes[0])
+        n_features = self._dense[0].input_dim if not self.built else int(self.sizes[0])
         x = self._check_x(x, names[0], n_features)
         # labels, targets and weights given on the GPU are validated on the host
         y, sample_weight = cuda_backend.to_host(y), cuda_backend.to_host(sample_weight)
@@ -185,12 +320,12 @@ class Sequential:
         """Whether the fused per-sample kernel (sgd_epoch) computes exactly what
         minibatch_epoch would with batches of one row."""
         opt = self.optimizer
-        no_bias = all(not l.use_bias for l in self.layers)
+        no_bias = all(not l.use_bias for l in self._dense)
         return (batch_size == 1 and type(opt) is optim.SGD and opt.momentum == 0
                 # sgd_epoch decays weights only; SGD decays the whole buffer
                 and (opt.weight_decay == 0 or no_bias)
                 and self.loss.fused_code is not None and sample_weight is None
-                and all(l.kernel_regularizer is None for l in self.layers)
+                and all(l.kernel_regularizer is None for l in self._dense)
                 and all(a in codes.DIFFERENTIABLE for a in self.acts))
 
     # ------------------------------------------------------------------ forward
@@ -207,7 +342,7 @@ class Sequential:
 
     def fit(self, x, y, epochs=1, batch_size=32, shuffle=True, validation_data=None,
             validation_split=0.0, sample_weight=None, class_weight=None, callbacks=None,
-            verbose=1, tol=None):
+            verbose=1, tol=None, initial_epoch=0):
         """Train the model.
 
         Parameters
@@ -227,19 +362,26 @@ class Sequential:
             Multiplies each sample's weight by its class's (classes not named weigh 1).
             Needs integer labels, or binary targets of shape (n_samples, 1).
         callbacks : list of fastnn.callbacks.Callback, optional
-        verbose : int, default 1
-            0 is silent, otherwise one line per epoch.
+        verbose : {0, 1, 2}, default 1
+            0 is silent; 1 a progress bar (tqdm when installed, else a line per epoch) that
+            also advances inside an epoch that takes more than about a second, with samples/s
+            and the time left; 2 one line per epoch (Keras' meanings).
         tol : float or None, default None
             Convergence criteria (seed 004), off by default: stop after an epoch whose loss
             changed by less than tol from the previous one, or at which the full-batch
             gradient norm ||dL/dparams|| is below tol (one extra forward and backward pass
             over x per epoch). `history.converged` says which fired ("loss", "gradient").
+        initial_epoch : int, default 0
+            The epoch to start counting from (Keras'): fit runs epochs initial_epoch ..
+            epochs - 1, and callbacks and learning-rate schedules see those indices; for
+            resuming a fit.
 
         Returns
         -------
         History
             `history.history` maps "loss", each metric, and their "val_" versions to
-            per-epoch lists.
+            per-epoch lists; `history.epoch` lists the epoch indices, `history.params` the
+            fit's settings (epochs, steps, verbose).
         """
         self._require_compiled("fit")
         # validate everything before touching any state, so a rejected call changes nothing
@@ -256,15 +398,22 @@ class Sequential:
         if tol is not None and (isinstance(tol, bool) or not isinstance(tol, numbers.Real)
                                 or not math.isfinite(tol) or tol <= 0):
             raise ValueError(f"tol must be None or a finite number > 0, got {tol!r}")
+        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, numbers.Integral) \
+                or not 0 <= initial_epoch <= epochs:
+            raise ValueError(f"initial_epoch must be an int in [0, epochs={epochs}], got "
+                             f"{initial_epoch!r}")
+        if isinstance(verbose, bool) or verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         callbacks = list(callbacks or [])
         for i, cb in enumerate(callbacks):
             if not isinstance(cb, callbacks_mod.Callback):
                 raise TypeError(f"callbacks[{i}] must be a fastnn.callbacks.Callback")
-        if any(l.act_code not in codes.DIFFERENTIABLE for l in self.layers):
-            bad = [l.activation for l in self.layers if l.act_code not in codes.DIFFERENTIABLE]
+        if any(l.act_code not in codes.DIFFERENTIABLE for l in self._dense):
+            bad = [l.activation for l in self._dense if l.act_code not in codes.DIFFERENTIABLE]
             raise ValueError(f"cannot train through activation {bad[0]!r}: its derivative is "
                              "zero almost everywhere")
         x, y, sw, kernel = self._check_xy(x, y, sample_weight)
+        self._check_metric_targets(y)
         if class_weight is not None:
             sw = self._apply_class_weight(class_weight, y, sw)
         val = None
@@ -312,23 +461,34 @@ class Sequential:
         host_readers = bool(callbacks)
         history = callbacks_mod.History()
         history.converged = None
+        history.params = {"epochs": epochs, "steps": -(-n // bs), "verbose": verbose}
         prev_loss = None
         callbacks = [history] + callbacks
+        progress = None
         if verbose:
-            callbacks.append(callbacks_mod.ProgressBar(epochs))
+            progress = callbacks_mod.ProgressBar(epochs, use_tqdm=None if verbose == 1 else False,
+                                                 initial_epoch=initial_epoch)
+            callbacks.append(progress)
         for cb in callbacks:
             cb.set_model(self)
         self.stop_training = False
+        pace = _Pace(n, bs, trainer.per_sample, self.params.size) if verbose == 1 else None
         for cb in callbacks:
             cb.on_train_begin()
         try:
-            for epoch in range(epochs):
+            for epoch in range(initial_epoch, epochs):
                 for cb in callbacks:
                     cb.on_epoch_begin(epoch)
                 trainer.save_point()
                 lr = self.optimizer.lr_at(epoch)
                 order = self.rng.permutation(n) if shuffle else np.arange(n)
-                loss = trainer.epoch(order, lr)
+                # dropout masks: one seed an epoch, drawn only when some layer drops
+                seed = int(self.rng.integers(2 ** 63)) if self.stack.drop.any() else 0
+                if pace is None:
+                    loss = trainer.epoch(order, lr, seed)
+                else:
+                    loss = pace.run(trainer, order, lr, seed, progress)
+                loss = loss + trainer.penalty() if math.isfinite(loss) else loss
                 if not (math.isfinite(loss) and trainer.finite()):
                     trainer.restore_point()
                     what = (f"the training loss became {loss}" if not math.isfinite(loss)
@@ -366,41 +526,69 @@ class Sequential:
     # ------------------------------------------------------------------ inference
 
     def _metrics(self, z, y):
-        """The compiled metrics of logits z against y (as `prepare` returned it)."""
+        """The compiled metrics of logits z against y (as `prepare` returned it), logged under
+        the names the user gave; mse and mae compare the model's outputs (probabilities
+        behind a softmax or sigmoid output), accuracy its decisions."""
         out = {}
         for m in self.metrics:
-            if m == "accuracy":
+            kind = METRICS[m.lower()]
+            if kind == "accuracy":
                 out[m] = self.loss.accuracy(z, y)
             else:
-                r = z - y.reshape(z.shape) if y.ndim == 2 else None
-                if r is None:
-                    raise ValueError(f"metric {m!r} needs real targets of shape (n, outputs)")
-                out[m] = float(np.mean(r * r)) if m == "mse" else float(np.mean(np.abs(r)))
+                r = self._output(z) - y.reshape(z.shape)
+                out[m] = float(np.mean(r * r)) if kind == "mse" else float(np.mean(np.abs(r)))
         return out
+
+    def _check_metric_targets(self, y):
+        for m in self.metrics:
+            if METRICS[m.lower()] != "accuracy" and y.ndim != 2:
+                raise ValueError(f"metric {m!r} compares outputs with real targets of shape "
+                                 f"(n_samples, n_outputs); y holds class labels")
+
+    def _output(self, z):
+        """The model's output from its logits: the folded softmax or sigmoid applied."""
+        kind = self.output_activation
+        if kind is None:
+            return z
+        p = np.empty_like(z)
+        if kind == "softmax":
+            cpu.softmax(p, z)
+        else:
+            cpu.activation_forward(p, z, codes.SIGMOID, 0.0)
+        return p
 
     def evaluate(self, x, y, sample_weight=None):
         """Loss (mean over samples, plus any L2 penalty) and metrics on (x, y), as a dict."""
         self._require_compiled("evaluate")
         self._require_built("evaluate")
         x, y, sw, kernel = self._check_xy(x, y, sample_weight)
+        self._check_metric_targets(y)
         loss, z = self._backend.evaluate(self.stack, self.params, x, y, sw, kernel)
         return {"loss": loss, **self._metrics(z, y)}
 
-    def predict(self, x):
-        """The last layer's output (logits) of shape (n_samples, n_outputs)."""
+    def _logits(self, x):
         self._require_built("predict")
         x = self._check_x(x, "x", int(self.sizes[0]))
         return self._backend.forward(self.stack, self.params, x)
 
+    def predict(self, x):
+        """The model's output of shape (n_samples, n_outputs): the last layer's logits, or
+        probabilities when it has a softmax output or a sigmoid output folded into binary
+        cross-entropy (see output_activation)."""
+        return self._output(self._logits(x))
+
     def predict_proba(self, x):
         """Class probabilities: softmax of the logits for softmax cross-entropy and KL, one
-        sigmoid per output for binary cross-entropy."""
+        sigmoid per output for binary cross-entropy (what a softmax / sigmoid output layer
+        gives by itself)."""
         self._require_compiled("predict_proba")
+        if self.output_activation is not None:
+            return self.predict(x)
         kind = self.loss.probabilistic
         if kind is None:
             raise ValueError(f"predict_proba needs a probabilistic loss (softmax_cross_entropy, "
                              f"kl_divergence, binary_cross_entropy), not {self.loss.name}")
-        z = self.predict(x)
+        z = self._logits(x)
         p = np.empty_like(z)
         if kind == "softmax":
             cpu.softmax(p, z)
@@ -424,7 +612,7 @@ class Sequential:
 
     def predict_classes(self, x):
         """Class labels: argmax of the logits with several outputs, else z > 0 per output."""
-        z = self.predict(x)
+        z = self._logits(x)
         if z.shape[1] > 1 and not isinstance(self.loss, losses_mod.BinaryCrossEntropy):
             return np.argmax(z, axis=1)
         classes = (z > 0).astype(np.int64)
@@ -437,7 +625,7 @@ class Sequential:
         without bias)."""
         self._require_built("get_weights")
         out = []
-        for layer in self.layers:
+        for layer in self._dense:
             out.append(layer.W.copy())
             if layer.use_bias:
                 out.append(layer.b.copy())
@@ -446,7 +634,7 @@ class Sequential:
     def set_weights(self, weights):
         """Write weights in get_weights' order and shapes into the flat buffer."""
         self._require_built("set_weights")
-        targets = [a for layer in self.layers for a in ((layer.W, layer.b) if layer.use_bias
+        targets = [a for layer in self._dense for a in ((layer.W, layer.b) if layer.use_bias
                                                          else (layer.W,))]
         weights = list(weights)
         if len(weights) != len(targets):
@@ -469,27 +657,39 @@ class Sequential:
         return int(self.params.size)
 
     def summary(self, print_fn=print):
-        """A table of layers, output shapes and parameter counts; printed and returned."""
-        rows = [("Layer", "Activation", "Output shape", "Params")]
-        total = 0
-        for i, layer in enumerate(self.layers):
-            n = layer.n_params
-            total += n or 0
-            rows.append((f"dense_{i} (Dense)", layer.activation, f"(None, {layer.units})",
-                         "?" if n is None else str(n)))
-        widths = [max(len(r[c]) for r in rows) for c in range(4)]
-        line = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths))  # noqa: E731
-        rule = "-" * len(line(rows[0]))
+        """Keras' table: each layer's name and type, output shape and parameter count, then
+        the totals; printed (print_fn=None: not) and returned."""
+        rows = [("Layer (type)", "Output Shape", "Param #")]
+        total, width = 0, None
+        for layer in self.layers:
+            if isinstance(layer, Dense):
+                width = layer.units
+                n = layer.n_params
+                total += n or 0
+                kind = "Dense" if layer.activation in ("identity", "linear") \
+                    else f"Dense, {layer.activation}"
+                rows.append((f"{layer.name} ({kind})", f"(None, {layer.units})",
+                             "?" if n is None else f"{n:,}"))
+            else:
+                rows.append((f"{layer.name} (Dropout {layer.rate:g})",
+                             f"(None, {width})" if width is not None else "(None, ?)", "0"))
+        widths = [max(len(r[c]) for r in rows) for c in range(3)]
+        line = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()  # noqa: E731
+        rule = "=" * max(len(line(r)) for r in rows)
         body = [line(rows[0]), rule] + [line(r) for r in rows[1:]] + [rule]
-        body.append(f"Total params: {total if self.built else '? (not built)'}")
+        body.append(f"Total params: {total:,}" if self.built else
+                    "Total params: ? (not built: give the first layer input_dim, or fit)")
+        body.append(f"Trainable params: {total:,}" if self.built else "Trainable params: ?")
+        body.append("Non-trainable params: 0")
         text = "\n".join(body)
         if print_fn is not None:
             print_fn(text)
         return text
 
     def get_config(self):
-        return {"layers": [l.get_config() for l in self.layers], "seed": self.seed,
-                "dtype": self.dtype.name, "device": self.device}
+        return {"layers": [{"class_name": type(l).__name__, **l.get_config()}
+                           for l in self.layers],
+                "seed": self.seed, "dtype": self.dtype.name, "device": self.device}
 
     def save(self, path):
         """Save architecture, weights and optimizer state to an .npz (see fastnn.io.save)."""
@@ -498,3 +698,45 @@ class Sequential:
         from .io import save
         save(self, path)
 
+
+
+class _Pace:
+    """Runs an epoch in slices of the visiting order when it is long enough for the user to
+    wait on it (about a second), so the progress bar can advance inside it: each slice is one
+    call of the same compiled epoch over a whole number of batches, so the steps, and the
+    parameters they produce, are exactly those of one call (Adam's step count carries over,
+    the dropout masks are keyed by sample). The epoch's loss is the slices' losses weighted by
+    their rows: equal to the one-call loss up to the rounding of that sum. A short epoch is one
+    call, as without progress; the first epoch of a large problem (rows x parameters above
+    PROBE_WORK) starts with a probe slice that measures the rate."""
+
+    SLICE_SECONDS = 0.25
+    LONG_EPOCH = 1.0  # seconds: an epoch expected to take longer is sliced
+    PROBE_WORK = 5e7  # rows x parameters: below it an epoch takes well under a second here
+    PROBE_ROWS = 4096
+
+    def __init__(self, n, batch_size, per_sample, n_params):
+        self.n, self.step = n, 1 if per_sample else batch_size
+        self.probe = n * n_params >= self.PROBE_WORK
+        self.rate = None  # rows per second, measured on the previous epoch or the probe
+
+    def run(self, trainer, order, lr, seed, progress):
+        t0 = time.perf_counter()
+        start, total = 0, 0.0
+        if self.rate is None and self.probe:
+            start = min(self.n, max(self.step, self.PROBE_ROWS // self.step * self.step))
+            total = trainer.epoch(order[:start], lr, seed) * start
+            self.rate = start / max(time.perf_counter() - t0, 1e-9)
+            progress.on_epoch_progress(start, self.n, time.perf_counter() - t0)
+        if start == 0 and (self.rate is None or self.n / self.rate < self.LONG_EPOCH):
+            loss = trainer.epoch(order, lr, seed)
+            self.rate = self.n / max(time.perf_counter() - t0, 1e-9)
+            return loss
+        rows = max(self.step, int(self.rate * self.SLICE_SECONDS) // self.step * self.step)
+        while start < self.n:
+            part = order[start:start + rows]
+            total += trainer.epoch(part, lr, seed) * part.shape[0]
+            start += part.shape[0]
+            progress.on_epoch_progress(start, self.n, time.perf_counter() - t0)
+        self.rate = self.n / max(time.perf_counter() - t0, 1e-9)
+        return total / self.n

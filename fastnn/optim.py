@@ -96,15 +96,34 @@ def _schedule(value):
 
 # --------------------------------------------------------------------------- optimizers
 
+def _alias(value, alias, name, alias_name, default):
+    """One argument under two names (Keras' and fastnn's/PyTorch's): the one given, or the
+    default; both given and different is an error."""
+    if value is not None and alias is not None and value != alias:
+        raise ValueError(f"{name}={value!r} and {alias_name}={alias!r} are the same argument; "
+                         "give one")
+    return default if value is None and alias is None else (value if value is not None
+                                                           else alias)
+
+
 class Optimizer:
-    """Base class: `lr` is the base rate, `schedule(lr, epoch)` the rate used in an epoch."""
+    """Base class: `lr` (Keras: `learning_rate`) is the base rate, `schedule(lr, epoch)` the
+    rate used in an epoch."""
 
     name = None
 
-    def __init__(self, lr, schedule):
-        self.lr = check_number(lr, "lr", low_open=True)
+    def __init__(self, learning_rate, lr, default, schedule):
+        self.lr = check_number(_alias(learning_rate, lr, "learning_rate", "lr", default),
+                               "lr" if lr is not None else "learning_rate", low_open=True)
         self.schedule = _schedule(schedule)
 
+    @property
+    def learning_rate(self):
+        return self.lr
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        self.lr = check_number(value, "learning_rate", low_open=True)
     def lr_at(self, epoch):
         return float(self.schedule(self.lr, epoch))
 
@@ -152,7 +171,7 @@ class SGD(Optimizer):
 
     Parameters
     ----------
-    lr : float, default 0.01
+    learning_rate : float, default 0.01 (`lr` is an alias)
     momentum : float in [0, 1), default 0
     nesterov : bool, default False
     weight_decay : float >= 0, default 0
@@ -161,8 +180,9 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, schedule=None):
-        super().__init__(lr, schedule)
+    def __init__(self, learning_rate=None, momentum=0.0, nesterov=False, weight_decay=0.0,
+                 schedule=None, *, lr=None):
+        super().__init__(learning_rate, lr, 0.01, schedule)
         self.momentum = check_number(momentum, "momentum", 0.0, 1.0)
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0:
@@ -182,33 +202,40 @@ class SGD(Optimizer):
         return codes.OPT_SGD, hyper, self.velocity, self.velocity[:0], 0
 
     def get_config(self):
-        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
+        return {"learning_rate": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
                 "weight_decay": self.weight_decay}
 
 
 class Adam(Optimizer):
-    """Adam (PyTorch's formulation; weight_decay is L2 added to the gradient).
+    """Adam (PyTorch's formulation; weight_decay is L2 added to the gradient). Keras' eps
+    default is 1e-7 and its epsilon sits inside the square root's denominator the same way;
+    fastnn keeps PyTorch's 1e-8.
 
     Parameters
     ----------
-    lr : float, default 0.001
-    beta1, beta2 : float in [0, 1), defaults 0.9, 0.999
-    eps : float, default 1e-8
+    learning_rate : float, default 0.001 (`lr` is an alias)
+    beta1, beta2 : float in [0, 1), defaults 0.9, 0.999 (Keras: beta_1, beta_2)
+    eps : float, default 1e-8 (Keras: epsilon)
     weight_decay : float >= 0, default 0
     schedule : None, str or callable (lr, epoch) -> lr
     """
 
     name = "adam"
     decoupled = False
+    default_weight_decay = 0.0
 
-    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
-                 schedule=None):
-        super().__init__(lr, schedule)
-        self.beta1 = check_number(beta1, "beta1", 0.0, 1.0)
-        self.beta2 = check_number(beta2, "beta2", 0.0, 1.0)
+    def __init__(self, learning_rate=None, beta1=None, beta2=None, eps=None, weight_decay=None,
+                 schedule=None, *, lr=None, beta_1=None, beta_2=None, epsilon=None):
+        super().__init__(learning_rate, lr, 0.001, schedule)
+        self.beta1 = check_number(_alias(beta1, beta_1, "beta1", "beta_1", 0.9), "beta1", 0.0,
+                                  1.0)
+        self.beta2 = check_number(_alias(beta2, beta_2, "beta2", "beta_2", 0.999), "beta2",
+                                  0.0, 1.0)
         if self.beta1 == 1.0 or self.beta2 == 1.0:
             raise ValueError("beta1 and beta2 must be < 1")
-        self.eps = check_number(eps, "eps", low_open=True)
+        self.eps = check_number(_alias(eps, epsilon, "eps", "epsilon", 1e-8), "eps",
+                                low_open=True)
+        weight_decay = self.default_weight_decay if weight_decay is None else weight_decay
         self.weight_decay = check_number(weight_decay, "weight_decay")
         self.m = self.v = None
         self.t = 0  # steps taken, for the bias corrections
@@ -230,22 +257,119 @@ class Adam(Optimizer):
         self.t = int(step)
 
     def get_config(self):
-        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
-                "weight_decay": self.weight_decay}
+        return {"learning_rate": self.lr, "beta1": self.beta1, "beta2": self.beta2,
+                "eps": self.eps, "weight_decay": self.weight_decay}
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay: p *= 1 - lr wd before the Adam step."""
+    """Adam with decoupled weight decay: p *= 1 - lr wd before the Adam step (weight_decay
+    defaults to 0.01, as in PyTorch)."""
 
     name = "adamw"
     decoupled = True
-
-    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
-                 schedule=None):
-        super().__init__(lr, beta1, beta2, eps, weight_decay, schedule)
+    default_weight_decay = 0.01
 
 
-OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam, AdamW)}
+class RMSprop(Optimizer):
+    """RMSprop, PyTorch's formulation (not centered): g = grad + wd p;
+    v = rho v + (1 - rho) g²; p -= lr g / (√v + eps), or with momentum
+    buf = momentum buf + g / (√v + eps), p -= lr buf. Keras' defaults (rho 0.9, epsilon 1e-7);
+    Keras adds epsilon inside the square root, PyTorch (and fastnn) outside it.
+
+    Parameters
+    ----------
+    learning_rate : float, default 0.001 (`lr` is an alias)
+    rho : float in [0, 1), default 0.9 (PyTorch: alpha)
+    momentum : float in [0, 1), default 0
+    epsilon : float > 0, default 1e-7 (`eps` is an alias)
+    weight_decay : float >= 0, default 0
+    schedule : None, str or callable (lr, epoch) -> lr
+    """
+
+    name = "rmsprop"
+
+    def __init__(self, learning_rate=None, rho=0.9, momentum=0.0, epsilon=None,
+                 weight_decay=0.0, schedule=None, *, lr=None, eps=None):
+        super().__init__(learning_rate, lr, 0.001, schedule)
+        self.rho = check_number(rho, "rho", 0.0, 1.0)
+        if self.rho == 1.0:
+            raise ValueError("rho must be < 1")
+        self.momentum = check_number(momentum, "momentum", 0.0, 1.0)
+        self.eps = check_number(_alias(epsilon, eps, "epsilon", "eps", 1e-7), "epsilon",
+                                low_open=True)
+        self.weight_decay = check_number(weight_decay, "weight_decay")
+        self.v = self.buf = None
+
+    def build(self, n_params, dtype):
+        self.v = np.zeros(n_params, dtype)
+        self.buf = np.zeros(n_params if self.momentum else 0, dtype)
+
+    def state(self):
+        return {"v": self.v, "buf": self.buf}
+
+    def kernel_args(self, lr):
+        hyper = self._hyper(lr, momentum=self.momentum, weight_decay=self.weight_decay,
+                            eps=self.eps)
+        hyper[codes.HYPER_RHO] = self.rho
+        return codes.OPT_RMSPROP, hyper, self.v, self.buf, 0
+
+    def get_config(self):
+        return {"learning_rate": self.lr, "rho": self.rho, "momentum": self.momentum,
+                "epsilon": self.eps, "weight_decay": self.weight_decay}
+
+
+class Adagrad(Optimizer):
+    """Adagrad, PyTorch's formulation: g = grad + wd p; s += g²;
+    p -= lr / (1 + (t - 1) lr_decay) g / (√s + eps). Keras' defaults
+    (initial_accumulator_value 0.1, epsilon 1e-7).
+
+    Parameters
+    ----------
+    learning_rate : float, default 0.001 (`lr` is an alias)
+    initial_accumulator_value : float >= 0, default 0.1
+    epsilon : float > 0, default 1e-7 (`eps` is an alias)
+    lr_decay : float >= 0, default 0
+    weight_decay : float >= 0, default 0
+    schedule : None, str or callable (lr, epoch) -> lr
+    """
+
+    name = "adagrad"
+
+    def __init__(self, learning_rate=None, initial_accumulator_value=0.1, epsilon=None,
+                 lr_decay=0.0, weight_decay=0.0, schedule=None, *, lr=None, eps=None):
+        super().__init__(learning_rate, lr, 0.001, schedule)
+        self.initial_accumulator_value = check_number(initial_accumulator_value,
+                                                      "initial_accumulator_value")
+        self.eps = check_number(_alias(epsilon, eps, "epsilon", "eps", 1e-7), "epsilon",
+                                low_open=True)
+        self.lr_decay = check_number(lr_decay, "lr_decay")
+        self.weight_decay = check_number(weight_decay, "weight_decay")
+        self.s = None
+        self.t = 0  # steps taken, for lr_decay
+
+    def build(self, n_params, dtype):
+        self.s = np.full(n_params, self.initial_accumulator_value, dtype)
+        self.t = 0
+
+    def state(self):
+        return {"s": self.s, "t": np.array(self.t, np.int64)}
+
+    def kernel_args(self, lr):
+        hyper = self._hyper(lr, weight_decay=self.weight_decay, eps=self.eps)
+        hyper[codes.HYPER_LR_DECAY] = self.lr_decay
+        return codes.OPT_ADAGRAD, hyper, self.s, self.s[:0], self.t
+
+    def set_step(self, step):
+        self.t = int(step)
+
+    def get_config(self):
+        return {"learning_rate": self.lr,
+                "initial_accumulator_value": self.initial_accumulator_value,
+                "epsilon": self.eps, "lr_decay": self.lr_decay,
+                "weight_decay": self.weight_decay}
+
+
+OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam, AdamW, RMSprop, Adagrad)}
 
 
 def get(optimizer):
