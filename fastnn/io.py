@@ -4,19 +4,34 @@ Loading uses np.load(allow_pickle=False), so opening a file never runs code: the
 and the compile settings are stored as a JSON string, everything else as plain arrays. Writes
 are atomic: the file is written beside the target, fsynced, then renamed over it, so a crash
 mid-save leaves the previous checkpoint intact.
+
+Temporaries are named after their target and their writer: `.<target name>.fastnn-<host>-<pid>-
+<random>.tmp` beside `<target name>` (<host>: 8 hex digits of a hash of the machine's name; a
+hash of the target name stands in for a name too long for the file system). A save killed
+before its rename (SIGKILL, power loss) leaves its temporary behind; the next successful save
+to the same target removes the temporaries of that target whose writer is gone: written on
+this machine by a process that no longer exists, or older than STALE_TMP_AGE_S (which also
+covers writers on other machines sharing the directory, and a pid reused since). A live
+writer's temporary, other targets' temporaries and any file not named this way are never
+touched. (On Windows, where probing a pid is not safe, only the age rule applies.)
 """
 import json
 import os
+import re
+import socket
 import tempfile
+import time
+import zlib
 
 import numpy as np
 
 from . import losses, optim
-from .layers import Dense
+from .layers import LAYERS
 from .models import Sequential
 
 FORMAT = "fastnn-checkpoint"
 VERSION = 1
+STALE_TMP_AGE_S = 24 * 3600  # a temporary older than this is a dead save's, whoever wrote it
 
 
 def _schedule_config(schedule):
@@ -51,7 +66,9 @@ def save(model, path):
                 arrays["opt_" + key] = value
     path = _fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".fastnn-", suffix=".tmp")
+    prefix = _tmp_prefix(path)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f"{prefix}{_HOST}-{os.getpid()}-",
+                               suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, format=np.array(FORMAT), version=np.array(VERSION, np.int64),
@@ -64,6 +81,56 @@ def save(model, path):
             os.remove(tmp)
         raise
     _fsync_directory(directory)
+    _remove_stale_temporaries(directory, prefix)
+
+
+# ---- temporaries of killed saves (issue 12)
+
+_HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
+
+
+def _tmp_prefix(path):
+    """`.<target name>.fastnn-`: what every temporary of a save to `path` starts with."""
+    name = os.path.basename(path)
+    if len(name.encode()) > 180:  # room for the rest within a 255-byte file name
+        name = f"{zlib.crc32(name.encode()):08x}-{len(name)}"
+    return f".{name}.fastnn-"
+
+
+def _process_gone(pid):
+    """Whether no process with this pid exists on this machine (False when unsure)."""
+    if os.name == "nt" or pid == os.getpid():  # os.kill(pid, 0) would terminate it there
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: it exists, owned by someone else
+        return False
+    return False
+
+
+def _remove_stale_temporaries(directory, prefix):
+    """Remove the temporaries of this target (names starting with `prefix`) whose writer is
+    gone (module docstring); a file another cleaner removes first is not an error."""
+    pattern = re.compile(re.escape(prefix) + r"([0-9a-f]{8})-([0-9]+)-[a-z0-9_]+\.tmp")
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(prefix)]
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        m = pattern.fullmatch(name)
+        if m is None:
+            continue
+        full = os.path.join(directory, name)
+        try:
+            stale = now - os.stat(full).st_mtime > STALE_TMP_AGE_S or (
+                m.group(1) == _HOST and _process_gone(int(m.group(2))))
+            if stale:
+                os.remove(full)
+        except OSError:  # gone already, or not ours to remove: leave it
+            pass
 
 
 def _fsync_directory(directory):
@@ -114,7 +181,9 @@ def load(path, device=None):
     try:
         meta = json.loads(str(data["meta"]))
         cfg = meta["model"]
-        model = Sequential([Dense(**layer) for layer in cfg["layers"]], seed=cfg["seed"],
+        # a layer's config names its class; checkpoints from before Dropout hold Dense only
+        layers = [LAYERS[c.pop("class_name", "Dense")](**c) for c in map(dict, cfg["layers"])]
+        model = Sequential(layers, seed=cfg["seed"],
                            dtype=cfg["dtype"],
                            device=cfg.get("device", "cpu") if device is None else device)
         if not model.built:

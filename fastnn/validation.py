@@ -41,7 +41,9 @@ def check_number(value, name, low=0.0, high=math.inf, low_open=False):
 
 def as_array(a, name):
     """np.asarray(a), with a failed conversion (a ragged list, a tensor that refuses NumPy, such
-    as one on a GPU or one that requires grad) reported as a TypeError naming the argument."""
+    as one on a GPU or one that requires grad) reported as a TypeError naming the argument.
+    A masked array is refused (reject_masked): its mask would not be honoured."""
+    reject_masked(a, name)
     try:
         return np.asarray(a)
     except (TypeError, ValueError, RuntimeError) as e:
@@ -82,7 +84,7 @@ def check_x(x, name="x", n_features=None, dtype=np.float32):
 
 
 def check_sample_weight(sw, n, dtype, name="sample_weight"):
-    """None, or finite weights >= 0 of shape (n,) in `dtype`."""
+    """None, or finite weights >= 0 of shape (n,) in `dtype`, not all zero."""
     if sw is None:
         return None
     sw = as_array(sw, name)
@@ -93,6 +95,7 @@ def check_sample_weight(sw, n, dtype, name="sample_weight"):
     sw = np.ascontiguousarray(sw, dtype=dtype)
     if not np.all(np.isfinite(sw)) or np.any(sw < 0):
         raise ValueError(f"{name} must be finite and >= 0")
+    reject_all_zero(sw, name)
     return sw
 
 
@@ -142,3 +145,25 @@ def check_targets(y, n_outputs, dtype, name="y"):
         raise ValueError(f"{name} has values too large for the model's {np.dtype(dtype).name}")
     return t
 
+
+# ---- masked arrays and all-zero weights (issue 12)
+
+def reject_masked(a, name):
+    """Refuse a NumPy masked array (np.ma.MaskedArray) with a TypeError naming the argument.
+
+    fastnn does not honour masks: the kernels read the underlying data, so a masked entry would
+    silently be trained on (or predicted from) as whatever value it hides. check_x,
+    check_labels, check_targets and check_sample_weight therefore refuse masked arrays
+    rather than drop the mask; fill them (`a.filled(value)`) or drop the masked rows first."""
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array (np.ma.MaskedArray); fastnn does not honour "
+                        f"masks, so it refuses them: pass {name}.filled(value), or drop the "
+                        "masked rows, instead")
+
+
+def reject_all_zero(sw, name="sample_weight"):
+    """Refuse weights (already checked finite and >= 0) that are all zero: the weighted mean
+    loss would be 0/0 and no sample would train the model."""
+    if sw.size and not np.any(sw):
+        raise ValueError(f"{name} is 0 for every sample; at least one sample needs a positive "
+                         "weight")

@@ -89,7 +89,73 @@ def test_sigkill_while_saving_keeps_a_loadable_saved_checkpoint(tmp_path):
     # only the checkpoint and, possibly, temporary files of killed saves remain
     names = sorted(os.listdir(tmp_path))
     assert "model.npz" in names
-    assert all(n == "model.npz" or n.startswith(".fastnn-") for n in names), names
+    assert all(n == "model.npz" or n.startswith(".model.npz.fastnn-") for n in names), names
+
+
+# ---- stale temporaries of killed saves (issue 12)
+
+HANG_BEFORE_RENAME = """
+import os, sys, time, numpy as np, fastnn
+from fastnn import Dense, Sequential
+m = Sequential([Dense(3, input_dim=2)], seed=0)
+def hang(src, dst):  # the temporary is written and fsynced: stop right before the rename
+    print(os.path.basename(src), flush=True)
+    time.sleep(600)
+os.replace = hang
+fastnn.save(m, sys.argv[1])
+"""
+
+
+def _killed_mid_save(path):
+    """Run a save in a child, SIGKILL it after its temporary is complete but before the
+    rename; return the temporary's name."""
+    proc = subprocess.Popen([sys.executable, "-c", HANG_BEFORE_RENAME, path],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        name = proc.stdout.readline().strip()
+        assert name, proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    return name
+
+
+def test_next_save_removes_a_killed_saves_temporary_only(tmp_path):
+    from fastnn import io
+    path = str(tmp_path / "model.npz")
+    stale = _killed_mid_save(path)
+    assert stale.startswith(".model.npz.fastnn-") and os.path.exists(tmp_path / stale)
+    # a live writer's temporary of the same target (this test's own pid, and a sleeping
+    # child's), a dead writer's temporary of another target, and a file in the old style
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        host = io._HOST
+        keep = [f".model.npz.fastnn-{host}-{os.getpid()}-abc123.tmp",
+                f".model.npz.fastnn-{host}-{sleeper.pid}-def456.tmp",
+                ".other.npz.fastnn-" + stale[len(".model.npz.fastnn-"):],
+                ".fastnn-olderstyle.tmp", ".model.npz.fastnn-notours.tmp"]
+        for name in keep:
+            (tmp_path / name).write_bytes(b"someone else's")
+        # an old temporary is a dead save's whoever wrote it (a pid reused since, another host)
+        old = f".model.npz.fastnn-{'0' * 8}-{sleeper.pid}-old999.tmp"
+        (tmp_path / old).write_bytes(b"old")
+        past = time.time() - io.STALE_TMP_AGE_S - 60
+        os.utime(tmp_path / old, (past, past))
+        fastnn.save(_model(), path)
+        names = set(os.listdir(tmp_path))
+        assert stale not in names and old not in names
+        assert names == {"model.npz", *keep}, names
+        assert fastnn.load(path).optimizer is not None
+    finally:
+        sleeper.kill()
+        sleeper.wait(timeout=30)
+
+
+def test_temporary_of_a_very_long_target_name_fits_the_file_system(tmp_path):
+    path = str(tmp_path / ("m" * 240 + ".npz"))  # 244 bytes: the temporary cannot repeat it
+    fastnn.save(_model(), path)
+    fastnn.save(_model(), path)
+    assert sorted(os.listdir(tmp_path)) == [os.path.basename(path)]
 
 
 # --------------------------------------------------------------------------- damaged files
