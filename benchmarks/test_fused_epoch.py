@@ -55,7 +55,7 @@ def fastnn_sgd_epoch(params, x, labels, order, sizes, lr):
     acts[-1] = IDENTITY
     no_targets = np.empty((0, int(sizes[-1])), params.dtype)  # softmax CE reads labels only
     return cpu.sgd_epoch(params, x, labels, no_targets, order, sizes, w_off, b_off, acts,
-                         0.0, LOSS_SOFTMAX_CE, lr, 0.0)
+                         0.0, np.zeros(len(acts)), 0, LOSS_SOFTMAX_CE, lr, 0.0)
 
 
 def reference_sgd_epoch(params, x, labels, order, sizes, lr):
@@ -65,7 +65,7 @@ def reference_sgd_epoch(params, x, labels, order, sizes, lr):
     acts[-1] = IDENTITY
     no_targets = np.empty((0, int(sizes[-1])), params.dtype)
     return reference.sgd_epoch(params, x, labels, no_targets, order, sizes, w_off, b_off, acts,
-                               0.0, LOSS_SOFTMAX_CE, lr, 0.0)
+                               0.0, np.zeros(len(acts)), 0, LOSS_SOFTMAX_CE, lr, 0.0)
 
 
 def check_same_epoch(expected_epoch, actual_epoch, params0, x, labels, order, sizes, rtol, atol):

@@ -112,13 +112,12 @@ class Trainer:
         labels, targets, sw = _split(self.y, self.sw, k, s.dtype)
         if self.per_sample:
             return cpu.sgd_epoch(self.params, self.x, labels, targets, order, s.sizes, s.w_off,
-                                 s.b_off, s.acts, s.alpha,  # kernels: + s.drop, seed
+                                 s.b_off, s.acts, s.alpha, s.drop, seed,
                                  k.code, lr, self.optimizer.weight_decay)
         opt_code, hyper, state1, state2, step = self.optimizer.kernel_args(lr)
         loss, step = cpu.minibatch_epoch(
             self.params, self.grads, state1, state2, self.x, labels, targets, sw, order,
-            self.batch_size, s.sizes, s.w_off, s.b_off, s.acts, s.alpha, s.l2,
-            # kernels: + s.drop, seed
+            self.batch_size, s.sizes, s.w_off, s.b_off, s.acts, s.alpha, s.l2, s.drop, seed,
             k.code, k.label_smoothing, opt_code, hyper, step)
         self.optimizer.set_step(step)
         return loss

@@ -365,14 +365,13 @@ class Trainer(_Device):
         xd, labels, targets, swd, kernel, _ = self.data
         if self.per_sample:
             return kc.sgd_epoch(self.params, xd, labels, targets, order, s.sizes, s.w_off,
-                                s.b_off, s.acts, s.alpha,  # kernels: + s.drop, seed
+                                s.b_off, s.acts, s.alpha, s.drop, seed,
                                 kernel.code, lr, self.optimizer.weight_decay,
                                 workspace=self.workspace)
         opt_code, hyper, _, _, _ = self.optimizer.kernel_args(lr)
         loss, self.step = kc.minibatch_epoch(
             self.params, self.grads, self.state[0], self.state[1], xd, labels, targets, swd,
-            order, self.batch_size, s.sizes, s.w_off, s.b_off, s.acts, s.alpha, s.l2,
-            # kernels: + s.drop, seed
+            order, self.batch_size, s.sizes, s.w_off, s.b_off, s.acts, s.alpha, s.l2, s.drop, seed,
             kernel.code, kernel.label_smoothing, opt_code, hyper, self.step,
             workspace=self.workspace, fused=None if FUSED_MLP else False)
         return loss

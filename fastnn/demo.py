@@ -54,13 +54,14 @@ def run(hidden=128, n_samples=20_000, epochs=5, lr=0.001, dtype="float32", seed=
     params, w_off, b_off = he_uniform(sizes, seed, dtype)
     rng = np.random.default_rng(seed + 1)
     no_targets = np.zeros((0, 0), dtype)
+    no_drop = np.zeros(len(acts))  # no dropout
 
     out(f"fastnn demo: per-sample SGD, MLP {'-'.join(map(str, sizes))} (ReLU, softmax "
         f"cross-entropy), {dtype.name}, {n_samples} generated samples, lr {lr}")
     t0 = time.perf_counter()
     warm = params.copy()  # compile (or load from cache) on a copy, so training starts clean
     cpu.sgd_epoch(warm, x_train, y_train, no_targets, np.arange(2), sizes, w_off, b_off, acts,
-                  0.0, codes.LOSS_SOFTMAX_CE, lr, 0.0)
+                  0.0, no_drop, 0, codes.LOSS_SOFTMAX_CE, lr, 0.0)
     out(f"  kernels ready in {time.perf_counter() - t0:.2f} s (first run compiles; later runs "
         "load the cache)")
     rates = []
@@ -68,7 +69,7 @@ def run(hidden=128, n_samples=20_000, epochs=5, lr=0.001, dtype="float32", seed=
         order = rng.permutation(n_samples)
         t = time.perf_counter()
         loss = cpu.sgd_epoch(params, x_train, y_train, no_targets, order, sizes, w_off, b_off,
-                             acts, 0.0, codes.LOSS_SOFTMAX_CE, lr, 0.0)
+                             acts, 0.0, no_drop, 0, codes.LOSS_SOFTMAX_CE, lr, 0.0)
         seconds = time.perf_counter() - t
         rates.append(n_samples / seconds)
         acc = np.mean(predict(params, x_test, sizes, w_off, b_off, acts) == y_test)

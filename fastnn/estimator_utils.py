@@ -7,6 +7,9 @@ that compares them with scikit-learn is fastnn.estimators. This module imports s
 fastnn's core does not, so `import fastnn` works without it.
 """
 import numpy as np
+import scipy.linalg
+import scipy.linalg.blas
+import scipy.sparse
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
@@ -15,6 +18,7 @@ from sklearn.utils.validation import validate_data as _sklearn_validate_data
 from .kernels import codes, cpu
 from .layers import LEAKY_ALPHA, L2, Dense
 from .models import Sequential
+from .validation import reject_all_zero, reject_masked
 
 
 def fit_guard(fit):
@@ -39,8 +43,11 @@ def validate_data(estimator, X="no_validation", y="no_validation", **kwargs):
     tensor that refuses NumPy, such as a GPU tensor or one requiring grad) reported as a
     TypeError that names X or y instead of the converter's own error. Arrays come back
     C-contiguous, so a Fortran-ordered or strided X gives bitwise the fit and predictions of
-    its C-ordered copy (BLAS and LAPACK round differently per layout)."""
+    its C-ordered copy (BLAS and LAPACK round differently per layout). Masked arrays are
+    refused by name (validation.reject_masked): scikit-learn would drop the mask silently."""
     kwargs.setdefault("order", "C")
+    reject_masked(X, "X")
+    reject_masked(y, "y")
     try:
         return _sklearn_validate_data(estimator, X, y, **kwargs)
     except (TypeError, ValueError, RuntimeError) as e:
@@ -58,9 +65,12 @@ def seed_from(random_state):
     return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
 
 
-def check_classifier_data(estimator, X, y):
-    """X as float64 and y as indices into classes_ (np.unique order); at least 2 classes."""
-    X, y = validate_data(estimator, X, y, dtype=np.float64)
+def check_classifier_data(estimator, X, y, accept_sparse=False):
+    """X as float64 and y as indices into classes_ (np.unique order); at least 2 classes.
+    With accept_sparse, a scipy.sparse X comes back as canonical CSR or CSC (check_sparse)."""
+    X, y = validate_data(estimator, X, y, dtype=np.float64,
+                         accept_sparse=_SPARSE_FORMATS if accept_sparse else False)
+    X = check_sparse(X)
     check_classification_targets(y)
     classes, y_idx = np.unique(y, return_inverse=True)
     if classes.size < 2:
@@ -70,18 +80,106 @@ def check_classifier_data(estimator, X, y):
 
 
 def check_sample_weight(sample_weight, n):
-    """sample_weight as float64 of shape (n,), non-negative; None stays None."""
+    """sample_weight as float64 of shape (n,), non-negative and not all zero; None stays None.
+    A masked array is refused (its mask would not be honoured; validation.reject_masked)."""
     if sample_weight is None:
         return None
+    reject_masked(sample_weight, "sample_weight")
     # negative weights have no meaning here (and √w in LinearRegression's solve would be NaN)
-    return _check_sample_weight(sample_weight, np.empty((n, 1)), dtype=np.float64,
-                                ensure_non_negative=True)
+    sw = _check_sample_weight(sample_weight, np.empty((n, 1)), dtype=np.float64,
+                              ensure_non_negative=True)
+    reject_all_zero(sw, "sample_weight")
+    return sw
 
 
-def check_predict_data(estimator, X):
+def check_predict_data(estimator, X, accept_sparse=False):
     """X of a fitted estimator as float64, with as many features as it was fitted on."""
     check_is_fitted(estimator)
-    return validate_data(estimator, X, reset=False, dtype=np.float64)
+    return check_sparse(validate_data(estimator, X, reset=False, dtype=np.float64,
+                                      accept_sparse=_SPARSE_FORMATS if accept_sparse else False))
+
+
+# --------------------------------------------------------------------------- sparse input
+
+_SPARSE_FORMATS = ("csr", "csc")
+
+
+def check_sparse(X, name="X"):
+    """A dense X as it is; a scipy.sparse X (CSR or CSC, matrix or array, after
+    validate_data's NaN/inf and shape checks) with its index arrays checked (in range,
+    monotone indptr: the kernels index with them unchecked) and in canonical form (sorted
+    indices, duplicates summed), copied first when it is not, so the caller's X is never
+    touched. Never densified."""
+    if not scipy.sparse.issparse(X):
+        return X
+    try:
+        X.check_format(full_check=True)
+    except ValueError as e:
+        raise ValueError(f"{name} is a malformed sparse matrix: {e}") from None
+    if not X.has_canonical_format:
+        X = X.copy()
+        X.sum_duplicates()
+    return X
+
+
+class Design:
+    """The design matrix X (n_samples, n_features) as the convex solvers use it: X @ W,
+    Xᵀ R and the weighted Gram Xᵀ diag(d) X. Dense X goes through BLAS (NumPy's matmul, SciPy's
+    ?syrk); sparse X through kernels.cpu's CSR kernels, on the CSR arrays of X (for X @ W) and
+    of Xᵀ (the CSC of X, for Xᵀ R), so both products are row-parallel gathers and nothing
+    n_samples x n_features is ever allocated. Products come back float64."""
+
+    def __init__(self, X):
+        self.shape = X.shape
+        self.sparse = scipy.sparse.issparse(X)
+        self._scaled = None
+        if self.sparse:
+            csr, csc = X.tocsr(), X.tocsc()
+            self.rows = (csr.data, csr.indices, csr.indptr)
+            self.cols = (csc.data, csc.indices, csc.indptr)
+        else:
+            self.X = np.ascontiguousarray(X)
+
+    def matmul(self, W):
+        """X @ W for W of shape (n_features, k)."""
+        if not self.sparse:
+            return self.X @ W
+        out = np.empty((self.shape[0], W.shape[1]))
+        self._product(out, self.rows, W)
+        return out
+
+    @staticmethod
+    def _product(out, csr, W):
+        # threads pay from ~1e6 multiply-adds; below that, waking them costs more
+        kernel = cpu.csr_matmul_parallel if csr[0].size * W.shape[1] >= 1e6 else cpu.csr_matmul
+        kernel(out, *csr, np.ascontiguousarray(W))
+
+    def rmatmul(self, R):
+        """Xᵀ @ R for R of shape (n_samples, k)."""
+        if not self.sparse:
+            return self.X.T @ R
+        out = np.empty((self.shape[1], R.shape[1]))
+        self._product(out, self.cols, R)
+        return out
+
+    def gram(self, d):
+        """Xᵀ diag(d) X (n_features, n_features) for weights d of shape (n_samples,): dense
+        as one ?syrk on √d-scaled rows (half the flops of a gemm, both cores) when d >= 0,
+        else one gemm."""
+        p = self.shape[1]
+        out = np.empty((p, p))
+        if self.sparse:
+            cpu.csr_weighted_gram(out, *self.rows, d)
+            return out
+        if self._scaled is None:
+            self._scaled = np.empty_like(self.X)
+        if np.any(d < 0):  # signed weights (the multinomial's off-diagonal blocks): one gemm
+            np.multiply(self.X, d[:, None], out=self._scaled)
+            return self.X.T @ self._scaled
+        np.multiply(self.X, np.sqrt(d)[:, None], out=self._scaled)
+        # the C-ordered (n, p) buffer is the F-ordered (p, n) matrix A; syrk gives A Aᵀ's upper
+        upper = scipy.linalg.blas.dsyrk(1.0, self._scaled.T, trans=0, lower=0)
+        return np.triu(upper) + np.triu(upper, 1).T
 
 
 def train_linear(X, T, loss, n_outputs, l2, fit_intercept, optimizer, max_iter, batch_size,

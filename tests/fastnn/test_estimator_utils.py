@@ -138,3 +138,15 @@ def test_check_classifier_data_and_sample_weight():
     np.testing.assert_array_equal(check_sample_weight(2, 3), [2.0, 2.0, 2.0])
     with pytest.raises(ValueError, match="[Nn]egative"):
         check_sample_weight([1.0, -1.0, 1.0], 3)
+
+
+def test_validate_data_refuses_masked_arrays_by_name():
+    """scikit-learn's validate_data would drop a mask silently; fastnn's estimators refuse it."""
+    from fastnn.estimator_utils import validate_data
+    from fastnn.neural_network import MLPRegressor
+    X = np.ma.masked_array(np.arange(12.0).reshape(6, 2), mask=np.zeros((6, 2), bool))
+    y = np.arange(6.0)
+    with pytest.raises(TypeError, match="X is a masked array"):
+        validate_data(MLPRegressor(), X, y)
+    with pytest.raises(TypeError, match="y is a masked array"):
+        validate_data(MLPRegressor(), X.filled(0), np.ma.masked_array(y))

@@ -209,3 +209,61 @@ def test_an_epoch_in_slices_takes_the_same_steps(monkeypatch, batch_size, opt):
     np.testing.assert_array_equal(p1, p0)
     np.testing.assert_allclose(l1, l0, rtol=1e-12)
     assert bar0 == [] and len(bar1) >= 3 * 2 and bar1[-1] == len(X)
+
+
+# --------------------------------------------------------------------------- dropout
+
+def _dropout_model(rate, dtype="float64", device="cpu"):
+    layers = [fn.Dense(7, activation="tanh", input_dim=6)]
+    if rate is not None:
+        layers.append(fn.Dropout(rate))
+    return fn.Sequential(layers + [fn.Dense(3)], seed=6, dtype=dtype, device=device)
+
+
+def test_dropout_trains_reproducibly_and_is_off_at_inference():
+    fits = []
+    for rate in (0.5, 0.5, None, 0.0):
+        m = _dropout_model(rate)
+        m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        m.fit(X, Y, epochs=3, batch_size=8, verbose=0)
+        fits.append(m)
+    a, b, plain, zero = fits
+    np.testing.assert_array_equal(a.params, b.params)  # seeded masks: bitwise reproducible
+    assert not np.allclose(a.params, plain.params)  # the masks changed the steps
+    np.testing.assert_array_equal(zero.params, plain.params)  # rate 0 draws and drops nothing
+    # inference is the identity: the same weights predict the same with or without Dropout
+    plain.params[...] = a.params
+    np.testing.assert_array_equal(a.predict(X), plain.predict(X))
+    a.compile(loss="sparse_categorical_crossentropy")
+    plain.compile(loss="sparse_categorical_crossentropy")
+    assert a.evaluate(X, Y) == plain.evaluate(X, Y)
+
+
+def test_dropout_and_new_optimizers_survive_a_checkpoint(tmp_path):
+    """Resuming from a checkpoint continues exactly: the architecture with its Dropout, the
+    RMSprop / Adagrad state and the generator that draws the next epoch's masks are saved."""
+    for opt in (fn.optim.RMSprop(momentum=0.5), fn.optim.Adagrad(lr_decay=0.1)):
+        whole = _dropout_model(0.3)
+        whole.compile(optimizer=type(opt)(**opt.get_config()), loss="softmax_cross_entropy")
+        whole.fit(X, Y, epochs=4, batch_size=8, verbose=0)
+        part = _dropout_model(0.3)
+        part.compile(optimizer=type(opt)(**opt.get_config()), loss="softmax_cross_entropy")
+        part.fit(X, Y, epochs=2, batch_size=8, verbose=0)
+        part.save(tmp_path / "m.npz")
+        resumed = fn.load(tmp_path / "m.npz")
+        assert [type(l).__name__ for l in resumed.layers] == ["Dense", "Dropout", "Dense"]
+        resumed.fit(X, Y, epochs=4, initial_epoch=2, batch_size=8, verbose=0)
+        np.testing.assert_array_equal(resumed.params, whole.params)
+
+
+def test_dropout_on_the_gpu_matches_the_cpu():
+    """The masks are a hash of (seed, sample, layer, unit), the same on both backends; the GPU
+    sums in another order: float64 rounding over 2 epochs of 4 steps, rtol 1e-12."""
+    fits = []
+    for device in ("cpu", "cuda"):
+        m = _dropout_model(0.4, device=device)
+        m.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        fits.append((m.fit(X[:16], Y[:16], epochs=2, batch_size=4, verbose=0), m))
+    (h_cpu, cpu_m), (h_gpu, gpu_m) = fits
+    np.testing.assert_allclose(gpu_m.params, cpu_m.params, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(h_gpu.history["loss"], h_cpu.history["loss"], rtol=1e-12)

@@ -199,7 +199,7 @@ def test_schedule_sets_each_epochs_learning_rate(monkeypatch):
                   loss="softmax_cross_entropy")
     seen = []
     real = fn.models.cpu.sgd_epoch
-    monkeypatch.setattr(fn.models.cpu, "sgd_epoch", lambda *a: seen.append(a[11]) or real(*a))
+    monkeypatch.setattr(fn.models.cpu, "sgd_epoch", lambda *a: seen.append(a[13]) or real(*a))
     model.fit(x, y, epochs=3, batch_size=1, verbose=0)
     np.testing.assert_allclose(seen, [0.1, 0.05, 0.025])
 

@@ -92,8 +92,8 @@ def test_batch_size_one_runs_the_fused_epoch_and_equals_reference(loss, monkeypa
     ce = code == codes.LOSS_SOFTMAX_CE
     expected_loss = ref.sgd_epoch(start, x, labels if ce else np.zeros(0, np.int64),
                                   np.zeros((0, 0)) if ce else y.astype(float), np.arange(len(x)),
-                                  model.sizes, model.w_off, model.b_off, model.acts, 0.01, code,
-                                  0.02, 0.0)
+                                  model.sizes, model.w_off, model.b_off, model.acts, 0.01,
+                                  np.zeros(len(model.acts)), 0, code, 0.02, 0.0)
     np.testing.assert_allclose(model.params, start, rtol=RTOL, atol=1e-12)
     np.testing.assert_allclose(hist.history["loss"][0], expected_loss, rtol=RTOL)
 

@@ -35,19 +35,24 @@ from fastnn.kernels import cuda as gpu  # noqa: E402  (after the usability check
 
 R, T, I = codes.RELU, codes.TANH, codes.IDENTITY
 MB_NAMES = ("params", "grads", "state1", "state2", "x", "labels", "targets", "sample_weight",
-            "order", "batch_size", "sizes", "w_off", "b_off", "acts", "alpha", "l2", "loss",
-            "label_smoothing", "opt", "hyper", "step")
+            "order", "batch_size", "sizes", "w_off", "b_off", "acts", "alpha", "l2", "drop",
+            "seed", "loss", "label_smoothing", "opt", "hyper", "step")
 # kernels.cpu's plain-SGD epoch (no momentum) updates W straight from the gemm and keeps
 # only the bias gradients in grads: its grads are scratch, not the last batch's gradient
 CPU_DIRECT = {"cpu": {1: "plain SGD: kernels.cpu leaves grads as scratch"}}
 
 
-def _hyper(opt, momentum=0.0, nesterov=False, weight_decay=0.0, decoupled=False):
+def _hyper(opt, momentum=0.0, nesterov=False, weight_decay=0.0, decoupled=False,
+           lr_decay=0.0):
     h = np.zeros(codes.N_HYPER)
     h[codes.HYPER_LR] = 0.05 if opt == codes.OPT_SGD else 0.01
     h[codes.HYPER_WEIGHT_DECAY] = weight_decay
     if opt == codes.OPT_SGD:
         h[codes.HYPER_MOMENTUM], h[codes.HYPER_NESTEROV] = momentum, float(nesterov)
+    elif opt == codes.OPT_RMSPROP:
+        h[codes.HYPER_RHO], h[codes.HYPER_MOMENTUM], h[codes.HYPER_EPS] = 0.9, momentum, 1e-8
+    elif opt == codes.OPT_ADAGRAD:
+        h[codes.HYPER_LR_DECAY], h[codes.HYPER_EPS] = lr_decay, 1e-10
     else:
         h[codes.HYPER_BETA1], h[codes.HYPER_BETA2], h[codes.HYPER_EPS] = 0.9, 0.999, 1e-8
         h[codes.HYPER_DECOUPLED] = float(decoupled)
@@ -55,7 +60,7 @@ def _hyper(opt, momentum=0.0, nesterov=False, weight_decay=0.0, decoupled=False)
 
 
 def _minibatch_args(dtype, sizes, acts, bias, loss, n, batch_size, opt, hyper, l2=0.0,
-                    weighted=False, smoothing=0.0, seed=0, step=0):
+                    weighted=False, smoothing=0.0, seed=0, step=0, drop=0.0):
     """minibatch_epoch's arguments for a random problem (host NumPy arrays)."""
     rng = np.random.default_rng(seed)
     sizes = np.array(sizes, np.int64)
@@ -75,17 +80,20 @@ def _minibatch_args(dtype, sizes, acts, bias, loss, n, batch_size, opt, hyper, l
         else:
             targets = rng.random((n, k)).astype(dtype)
     sw = rng.uniform(0.2, 2.0, n).astype(dtype) if weighted else np.zeros(0, dtype)
-    state = np.zeros(p, dtype) if opt == codes.OPT_ADAM or hyper[codes.HYPER_MOMENTUM] \
-        else np.zeros(0, dtype)
-    state2 = np.zeros(p, dtype) if opt == codes.OPT_ADAM else np.zeros(0, dtype)
-    if state.size:  # a mid-fit state: not all zeros
-        state[:] = rng.standard_normal(p) * 0.01
+    squares = opt in (codes.OPT_RMSPROP, codes.OPT_ADAGRAD)  # state1 a sum of squares
+    state = np.zeros(p, dtype) if opt == codes.OPT_ADAM or squares or \
+        (opt == codes.OPT_SGD and hyper[codes.HYPER_MOMENTUM]) else np.zeros(0, dtype)
+    state2 = np.zeros(p, dtype) if opt == codes.OPT_ADAM or \
+        (opt == codes.OPT_RMSPROP and hyper[codes.HYPER_MOMENTUM]) else np.zeros(0, dtype)
+    if state.size:  # a mid-fit state: not all zeros (and >= 0 where it sums squares)
+        state[:] = rng.random(p) * 1e-2 if squares else rng.standard_normal(p) * 0.01
     if state2.size:
         state2[:] = rng.random(p) * 1e-4
     order = rng.permutation(n).astype(np.int64)
     return [params, np.zeros(p, dtype), state, state2, x, labels, targets, sw, order,
             batch_size, sizes, w_off, b_off, np.array(acts, np.int64), 0.1,
-            np.full(len(acts), l2), loss, smoothing, opt, hyper, step]
+            np.full(len(acts), l2), np.broadcast_to(np.asarray(drop, float), len(acts)).copy(),
+            seed + 1000, loss, smoothing, opt, hyper, step]
 
 
 # (id, dtype, sizes, acts, bias, loss, n, batch, opt, hyper, l2, weighted, smoothing):
@@ -150,6 +158,47 @@ def test_minibatch_epoch_layerwise_matches_reference_and_cpu(case):
     assert launches["fused_mlp_train_step"] == 0
 
 
+# dropout and RMSprop / Adagrad on both mini-batch paths (issue 12):
+# (id, dtype, sizes, acts, loss, n, batch, opt, hyper, drop, fused)
+DROPOUT = [
+    ("fused-ce-rmsprop-momentum-dropout", np.float32, (3, 5, 4, 2), (R, T, I),
+     codes.LOSS_SOFTMAX_CE, 5, 3, codes.OPT_RMSPROP,
+     _hyper(codes.OPT_RMSPROP, 0.5, weight_decay=0.01), (0.3, 0.5, 0.2), True),
+    ("fused-mse-adagrad-hidden-dropout", np.float64, (3, 5, 2), (codes.SIGMOID, I),
+     codes.LOSS_MSE, 3, 2, codes.OPT_ADAGRAD, _hyper(codes.OPT_ADAGRAD, lr_decay=0.1),
+     (0.0, 0.4), True),
+    # the middle layer without dropout: its input still goes through `ins` (a copy)
+    ("layerwise-bce-rmsprop-dropout", np.float64, (3, 5, 4, 2), (T, R, I), codes.LOSS_BCE, 5,
+     3, codes.OPT_RMSPROP, _hyper(codes.OPT_RMSPROP), (0.25, 0.0, 0.5), False),
+    ("layerwise-ce-adagrad-input-dropout", np.float32, (4, 3), (I,), codes.LOSS_SOFTMAX_CE, 4,
+     4, codes.OPT_ADAGRAD, _hyper(codes.OPT_ADAGRAD, weight_decay=0.01), (0.5,), False),
+]
+
+
+@pytest.mark.parametrize("case", DROPOUT, ids=lambda c: f"{c[0]}-{np.dtype(c[1]).name}")
+def test_minibatch_epoch_dropout_and_new_optimizers_match_reference_and_cpu(case):
+    """The masks are rebuilt from the hash on the device (gather_batch, the fused kernel,
+    dropout_rows) and must be the reference's: any differing unit changes the fit by far more
+    than EPOCH_TOL. The fused path keeps its 4 launches a step with dropout on."""
+    _, dtype, sizes, acts, loss, n, batch, opt, hyper, drop, fused = case
+    args = _minibatch_args(dtype, sizes, acts, True, loss, n, batch, opt, hyper, 0.01, True,
+                           seed=n + batch, step=2, drop=drop)
+    with gpu.count_launches() as launches:
+        results = check_backends("minibatch_epoch", args, EPOCH_TOL[dtype], names=MB_NAMES,
+                                 kwargs={"cuda": {"fused": fused}})
+    steps = -(-n // batch)
+    update = "rmsprop_update" if opt == codes.OPT_RMSPROP else "adagrad_update"
+    assert launches[update] == steps
+    if fused:
+        assert launches.total() - 1 == 4 * steps, dict(launches)
+    elif any(drop[1:]):  # every hidden input masked (or copied), each dropped dx masked
+        per_step = len(drop) - 1 + sum(d > 0 for d in drop[1:])
+        assert launches["dropout_rows"] == per_step * steps
+    else:  # input dropout only: gather_batch does it
+        assert launches["dropout_rows"] == 0
+    assert not np.array_equal(results["cuda"][1][0], args[0])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_minibatch_epoch_on_device_arrays_reuses_its_workspace(dtype):
     """As a fit calls it: device arrays, a device order, one workspace for every epoch. The
@@ -186,10 +235,10 @@ def test_minibatch_epoch_empty_order_and_fused_refusal():
 # --------------------------------------------------------------------------- per-sample SGD
 
 SGD_NAMES = ("params", "x", "labels", "targets", "order", "sizes", "w_off", "b_off", "acts",
-             "alpha", "loss", "lr", "weight_decay")
+             "alpha", "drop", "seed", "loss", "lr", "weight_decay")
 
 
-def _sgd_args(dtype, sizes, acts, bias, loss, n, weight_decay, seed):
+def _sgd_args(dtype, sizes, acts, bias, loss, n, weight_decay, seed, drop=0.0):
     rng = np.random.default_rng(seed)
     sizes = np.array(sizes, np.int64)
     w_off, b_off, p = mlp_layout(sizes, bias)
@@ -200,7 +249,8 @@ def _sgd_args(dtype, sizes, acts, bias, loss, n, weight_decay, seed):
     targets = rng.random((n, sizes[-1])).astype(dtype)
     order = np.concatenate([rng.permutation(n), [1, 1]]).astype(np.int64)  # repeats allowed
     return [params, x, labels, targets, order, sizes, w_off, b_off, np.array(acts, np.int64),
-            0.1, loss, 0.05, weight_decay]
+            0.1, np.broadcast_to(np.asarray(drop, float), len(acts)).copy(), seed + 1000, loss,
+            0.05, weight_decay]
 
 
 # (id, dtype, sizes, acts, bias, loss, weight_decay, path)
@@ -217,10 +267,21 @@ SGD_CASES = [
 ]
 
 
+SGD_CASES += [  # with dropout (issue 12): the input, hidden outputs, one layer without
+    ("ce-dropout-shared", np.float64, (5, 7, 4, 3), (T, R, I), True, codes.LOSS_SOFTMAX_CE,
+     0.05, "shared", (0.2, 0.0, 0.5)),
+    ("bce-dropout-global", np.float32, (4, 6, 3), (R, I), True, codes.LOSS_BCE, 0.0, "global",
+     (0.3, 0.4)),
+    ("mse-dropout-minibatch", np.float64, (4, 6, 1), (codes.SOFTPLUS, I), True, codes.LOSS_MSE,
+     0.05, "minibatch", (0.5, 0.25)),
+]
+
+
 @pytest.mark.parametrize("case", SGD_CASES, ids=lambda c: f"{c[0]}-{np.dtype(c[1]).name}")
 def test_sgd_epoch_matches_reference_and_cpu_in_one_launch(case):
-    _, dtype, sizes, acts, bias, loss, weight_decay, path = case
-    args = _sgd_args(dtype, sizes, acts, bias, loss, 4, weight_decay, seed=sum(sizes) + loss)
+    _, dtype, sizes, acts, bias, loss, weight_decay, path, *drop = case
+    args = _sgd_args(dtype, sizes, acts, bias, loss, 4, weight_decay, seed=sum(sizes) + loss,
+                     drop=drop[0] if drop else 0.0)
     with gpu.count_launches() as launches:
         check_backends("sgd_epoch", args, EPOCH_TOL[dtype], names=SGD_NAMES,
                        kwargs={"cuda": {"path": path}})
@@ -240,12 +301,11 @@ def test_sgd_path_picks_shared_memory_when_the_parameters_fit():
 
 # --------------------------------------------------------------------------- launch counts
 
-def _count(depth, fused, n, batch):
+def _count(depth, fused, n, batch, opt=codes.OPT_ADAM, drop=0.0):
     sizes = (3,) + (2,) * depth
     acts = (R,) * (depth - 1) + (I,)
     args = _minibatch_args(np.float32, sizes, acts, True, codes.LOSS_SOFTMAX_CE, n, batch,
-                           codes.OPT_ADAM, _hyper(codes.OPT_ADAM), l2=0.01, weighted=True,
-                           seed=depth)
+                           opt, _hyper(opt), l2=0.01, weighted=True, seed=depth, drop=drop)
     with gpu.count_launches() as launches:
         gpu.minibatch_epoch(*args, fused=fused)
     return launches
@@ -267,6 +327,12 @@ def test_launches_per_step_fused_constant_layerwise_linear_in_depth():
         layerwise = _count(depth, False, 2, 2)  # 1 step
         assert layerwise.total() - 1 == 2 * depth + 4, dict(layerwise)
         rows.append((depth, per_step, layerwise.total() - 1))
+    # RMSprop, Adagrad, and dropout on every layer's input: still 4 a step on the fused path
+    for opt, name in ((codes.OPT_RMSPROP, "rmsprop_update"), (codes.OPT_ADAGRAD,
+                                                             "adagrad_update")):
+        fused = _count(3, True, 4, 2, opt, drop=0.3)
+        assert {n: c for n, c in fused.items() if n != "epoch_loss"} == {
+            "gather_batch": 2, "fused_mlp_train_step": 2, "weight_grads": 2, name: 2}
     print("\nkernel launches per step (+1 per epoch: epoch_loss)")
     print(f"{'depth L':>8} {'fused':>6} {'per-layer':>10}")
     for depth, f, lw in rows:

@@ -48,10 +48,11 @@ def test_sgd_epoch_matches_reference(dtype, arch, loss, weight_decay, sparse):
     x, labels, targets = _problem(rng, sizes, dtype, sparse=sparse)
     order = np.concatenate([rng.permutation(len(x)), [3, 3]])  # repeats are allowed
     acts_a = np.array(acts)
+    no_drop = np.zeros(len(acts))
     loss_k = cpu.sgd_epoch(params, x, labels, targets, order, sizes_a, w_off, b_off, acts_a,
-                           0.1, loss, 0.05, weight_decay)
+                           0.1, no_drop, 0, loss, 0.05, weight_decay)
     loss_r = ref.sgd_epoch(params_r, x, labels, targets, order, sizes_a, w_off, b_off, acts_a,
-                           0.1, loss, 0.05, weight_decay)
+                           0.1, no_drop, 0, loss, 0.05, weight_decay)
     assert np.all(np.isfinite(params))
     assert_close(loss_k, loss_r, dtype)
     assert_close(params, params_r, dtype)
@@ -67,7 +68,8 @@ def test_sgd_epoch_one_sample_and_empty_order(dtype):
     params = (rng.standard_normal(p) * 0.5).astype(dtype)
     x, labels, targets = _problem(rng, sizes, dtype)
     args = (x, labels, targets)
-    tail = (np.array(sizes), w_off, b_off, np.array(acts), 0.1, codes.LOSS_SOFTMAX_CE, 0.1, 0.0)
+    tail = (np.array(sizes), w_off, b_off, np.array(acts), 0.1, np.zeros(len(acts)), 0,
+            codes.LOSS_SOFTMAX_CE, 0.1, 0.0)
     before = params.copy()
     assert cpu.sgd_epoch(params, *args, np.zeros(0, np.int64), *tail) == 0.0
     assert np.array_equal(params, before)
@@ -90,7 +92,8 @@ def test_sgd_epoch_is_bitwise_reproducible():
     for _ in range(2):
         params = start.copy()
         cpu.sgd_epoch(params, x, labels, targets, order, np.array(sizes), w_off, b_off,
-                      np.array(acts), 0.1, codes.LOSS_SOFTMAX_CE, 0.05, 1e-3)
+                      np.array(acts), 0.1, np.zeros(len(acts)), 0, codes.LOSS_SOFTMAX_CE, 0.05,
+                      1e-3)
         runs.append(params)
     assert np.array_equal(runs[0], runs[1])
 
@@ -106,7 +109,8 @@ def test_sgd_epoch_learns_a_separable_problem():
     params = (rng.standard_normal(p) * 0.5).astype(np.float32)
     acts = np.array([codes.TANH, codes.IDENTITY])
     losses = [cpu.sgd_epoch(params, x, labels, np.zeros((0, 0), np.float32), rng.permutation(n),
-                            sizes, w_off, b_off, acts, 0.0, codes.LOSS_SOFTMAX_CE, 0.1, 0.0)
+                            sizes, w_off, b_off, acts, 0.0, np.zeros(2), 0,
+                            codes.LOSS_SOFTMAX_CE, 0.1, 0.0)
               for _ in range(30)]
     assert losses[-1] < 0.25 * losses[0]
     w1 = params[:16].reshape(2, 8)
@@ -155,7 +159,7 @@ def test_minibatch_epoch_matches_reference(dtype, arch, loss, opt, momentum, bat
     # plain SGD, Nesterov momentum, Adam with decoupled decay: every branch of the update
     # (lr 0.01: momentum 0.9 at batch 1 on random MSE targets diverges from lr 0.05 on)
     # momentum 0 takes the kernel's direct path: the update as one gemm into the weights
-    hyper = np.array([0.01, momentum, float(momentum > 0), 1e-3, 0.9, 0.999, 1e-8, 1.0])
+    hyper = np.array([0.01, momentum, float(momentum > 0), 1e-3, 0.9, 0.999, 1e-8, 1.0, 0.0, 0.0])
     runs = []
     for mod in (cpu, ref):
         p = params.copy()
@@ -164,7 +168,7 @@ def test_minibatch_epoch_matches_reference(dtype, arch, loss, opt, momentum, bat
         order = np.random.default_rng(7).permutation(len(x))
         result = mod.minibatch_epoch(p, grads, state[0], state[1], x, labels, targets, sw, order,
                                      batch_size, np.array(sizes), w_off, b_off, np.array(acts),
-                                     0.1, l2, loss, 0.1, opt, hyper, 3)
+                                     0.1, l2, np.zeros(n_layers), 0, loss, 0.1, opt, hyper, 3)
         runs.append((p, state, result))
     (p, state, (loss_k, step_k)), (p_r, state_r, (loss_r, step_r)) = runs
     assert step_k == step_r == 3 + -(-len(x) // batch_size)

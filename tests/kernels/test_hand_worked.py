@@ -203,7 +203,7 @@ def test_fused_sgd_epoch_takes_the_same_step():
     w_off, b_off, _ = mlp_layout([2, 2, 1])
     loss = cpu.sgd_epoch(
         params, X, np.zeros(0, np.int64), Y, np.array([0]), np.array([2, 2, 1]),
-        w_off, b_off, np.array([codes.SIGMOID, codes.IDENTITY]), 0.0,
+        w_off, b_off, np.array([codes.SIGMOID, codes.IDENTITY]), 0.0, np.zeros(2), 0,
         codes.LOSS_MSE, LR, 0.0)
     assert loss == pytest.approx(LOSS, rel=REL)  # the loss before the update
     assert params == pytest.approx(PARAMS_NEW, rel=REL)

@@ -167,8 +167,8 @@ def test_fused_epoch_random_architectures(case):
     labels = rng.integers(0, sizes[-1], n)
     targets = rng.random((n, sizes[-1])).astype(dtype)
     order = rng.integers(0, n, 9)
-    args = (x, labels, targets, order, np.array(sizes), w_off, b_off, np.array(acts), 0.1, loss,
-            0.05, 0.01)
+    args = (x, labels, targets, order, np.array(sizes), w_off, b_off, np.array(acts), 0.1,
+            np.zeros(len(acts)), 0, loss, 0.05, 0.01)
     got = cpu.sgd_epoch(params, *args)
     want = ref.sgd_epoch(params_r, *args)
     assert np.isfinite(got) and np.all(np.isfinite(params))

@@ -541,10 +541,124 @@ def test_sgd_epoch_matches_per_sample_torch_sgd(case, weight_decay):
     k_labels = labels if loss == codes.LOSS_SOFTMAX_CE else np.zeros(0, np.int64)
     k_targets = targets if loss != codes.LOSS_SOFTMAX_CE else np.zeros((0, 0))
     value = cpu.sgd_epoch(params, x, k_labels, k_targets, order, np.array(sizes), w_off, b_off,
-                          np.array(acts), ALPHA, loss, lr, weight_decay)
+                          np.array(acts), ALPHA, np.zeros(len(acts)), 0, loss, lr,
+                          weight_decay)
 
     assert value == pytest.approx(np.mean(torch_losses), rel=RTOL)
     ws, bs = layer_views(params, sizes, w_off, b_off)
     for l in range(len(tw)):
         close(ws[l], tw[l])
         close(bs[l], tb[l])
+
+
+# =========================================================================== RMSprop, Adagrad,
+# dropout (issue 12): the update kernels step by step, then whole mini-batch epochs
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9], ids=["plain", "momentum"])
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+@pytest.mark.parametrize("rho", [0.99, 0.9])
+def test_rmsprop_update_matches_torch_rmsprop(momentum, weight_decay, rho):
+    lr, eps = 0.01, 1e-8
+    p0, grads = _opt_case(13)
+    params, v = p0.copy(), np.zeros(P)
+    buf = np.zeros(P) if momentum else np.zeros(0)
+    pt = t64(p0, True)
+    opt = torch.optim.RMSprop([pt], lr=lr, alpha=rho, eps=eps, weight_decay=weight_decay,
+                              momentum=momentum, centered=False)
+    for g in grads:
+        cpu.rmsprop_update(params, g, v, buf, lr, rho, momentum, eps, weight_decay)
+        pt.grad = t64(g)
+        opt.step()
+        close(params, pt, OPT_RTOL, OPT_ATOL)
+        close(v, opt.state[pt]["square_avg"], OPT_RTOL, OPT_ATOL)
+        if momentum:
+            close(buf, opt.state[pt]["momentum_buffer"], OPT_RTOL, OPT_ATOL)
+    assert not np.allclose(params, p0)
+
+
+@pytest.mark.parametrize("lr_decay", [0.0, 0.1])
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+@pytest.mark.parametrize("initial", [0.0, 0.1])
+def test_adagrad_update_matches_torch_adagrad(lr_decay, weight_decay, initial):
+    lr, eps = 0.05, 1e-10
+    p0, grads = _opt_case(14)
+    params, s = p0.copy(), np.full(P, initial)  # the Python side fills initial_accumulator
+    pt = t64(p0, True)
+    opt = torch.optim.Adagrad([pt], lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                              initial_accumulator_value=initial, eps=eps)
+    for step, g in enumerate(grads, start=1):
+        cpu.adagrad_update(params, g, s, lr, lr_decay, eps, weight_decay, step)
+        pt.grad = t64(g)
+        opt.step()
+        close(params, pt, OPT_RTOL, OPT_ATOL)
+        close(s, opt.state[pt]["sum"], OPT_RTOL, OPT_ATOL)
+
+
+def _hyper_for(name, lr, weight_decay):
+    hyper = np.zeros(codes.N_HYPER)
+    hyper[codes.HYPER_LR], hyper[codes.HYPER_WEIGHT_DECAY] = lr, weight_decay
+    if name == "rmsprop":
+        hyper[codes.HYPER_RHO], hyper[codes.HYPER_MOMENTUM], hyper[codes.HYPER_EPS] = 0.9, 0.5, 1e-8
+        return codes.OPT_RMSPROP, hyper
+    hyper[codes.HYPER_LR_DECAY], hyper[codes.HYPER_EPS] = 0.05, 1e-10
+    return codes.OPT_ADAGRAD, hyper
+
+
+def _torch_optimizer(name, leaves, lr, weight_decay):
+    if name == "rmsprop":
+        return torch.optim.RMSprop(leaves, lr=lr, alpha=0.9, eps=1e-8, momentum=0.5,
+                                   weight_decay=weight_decay)
+    return torch.optim.Adagrad(leaves, lr=lr, lr_decay=0.05, eps=1e-10,
+                               weight_decay=weight_decay, initial_accumulator_value=0.1)
+
+
+@pytest.mark.parametrize("name", ["rmsprop", "adagrad"])
+@pytest.mark.parametrize("drop", [(0.0, 0.0, 0.0), (0.25, 0.5, 0.3)], ids=["nodrop", "dropout"])
+def test_minibatch_epoch_matches_torch_optimizer_with_the_same_dropout_masks(name, drop):
+    """Three steps of kernels.cpu.minibatch_epoch (batches of 3, 3 and 1 rows: a shorter last
+    one) against torch.optim on the same network, the same batches, and, with dropout, the
+    same masks: kernels.reference.dropout_mask's for each layer's input, multiplied in torch
+    (inverted dropout), so autograd takes the gradient through them. Also kernels.cpu.dropout_mask
+    equals the reference's bit for bit."""
+    from fastnn.kernels import reference as ref
+    sizes, acts = [5, 7, 4, 3], (codes.TANH, codes.RELU, codes.IDENTITY)
+    lr, weight_decay, n, batch, seed = 0.05, 1e-2, 7, 3, 2024
+    w_off, b_off, n_params = mlp_layout(sizes)
+    rng = np.random.default_rng(35)
+    params = rng.normal(size=n_params) / 2
+    x = rng.normal(size=(n, sizes[0]))
+    labels = rng.integers(0, sizes[-1], size=n)
+    order = rng.permutation(n)
+    opt_code, hyper = _hyper_for(name, lr, weight_decay)
+    state1 = np.full(n_params, 0.1) if name == "adagrad" else np.zeros(n_params)
+    state2 = np.zeros(n_params) if name == "rmsprop" else np.zeros(0)
+
+    tw, tb = _torch_mlp(params, sizes, w_off, b_off)
+    leaves = [t for pair in zip(tw, tb) for t in pair]
+    topt = _torch_optimizer(name, leaves, lr, weight_decay)
+    for start in range(0, n, batch):
+        idx = order[start:start + batch]
+        a = t64(x[idx])
+        for l, (w, b, act) in enumerate(zip(tw, tb, acts)):
+            if drop[l] > 0:
+                mask = np.empty((len(idx), sizes[l]))
+                ref.dropout_mask(mask, seed, idx, l, drop[l])
+                mask_cpu = np.empty_like(mask)
+                cpu.dropout_mask(mask_cpu, seed, idx, l, drop[l])
+                assert np.array_equal(mask, mask_cpu)
+                a = a * t64(mask)
+            a = TORCH_ACT[act](a @ w + b)
+        topt.zero_grad()
+        F.cross_entropy(a, torch.tensor(labels[idx])).backward()
+        topt.step()
+
+    loss, step = cpu.minibatch_epoch(
+        params, np.zeros(n_params), state1, state2, x, labels, np.zeros((0, 0)), NO_WEIGHTS,
+        order, batch, np.array(sizes), w_off, b_off, np.array(acts), ALPHA,
+        np.zeros(len(acts)), np.array(drop), seed, codes.LOSS_SOFTMAX_CE, 0.0, opt_code, hyper,
+        0)
+    assert step == 3 and np.isfinite(loss)
+    ws, bs = layer_views(params, sizes, w_off, b_off)
+    for l in range(len(tw)):
+        close(ws[l], tw[l], OPT_RTOL, OPT_ATOL)
+        close(bs[l], tb[l], OPT_RTOL, OPT_ATOL)

@@ -137,7 +137,7 @@ def _targets(loss, n, k, rng):
         return rng.integers(0, 2, (n, k)).astype(np.float64)
     if loss in ("hinge", "perceptron"):
         return rng.choice([-1.0, 1.0], (n, k))
-    if loss == "kl_divergence":
+    if loss in ("kl_divergence", "categorical_crossentropy"):
         t = rng.random((n, k)) + 0.1
         return t / t.sum(axis=1, keepdims=True)
     return rng.normal(size=(n, k))
@@ -161,7 +161,8 @@ def _reference_forward(model, x):
        seed=st.integers(0, 2 ** 16), scale=st.sampled_from([1e-3, 1.0, 30.0]))
 def test_random_networks_fit_and_predict_like_the_reference(widths, acts, loss, n_out, n, n_in,
                                                              batch, opt, seed, scale):
-    if loss in ("softmax_cross_entropy", "kl_divergence") and n_out == 1:
+    if loss in ("softmax_cross_entropy", "kl_divergence", "categorical_crossentropy") \
+            and n_out == 1:
         n_out = 2
     rng = np.random.default_rng(seed)
     layers = [Dense(w, activation=acts[i % 2]) for i, w in enumerate(widths)] + [Dense(n_out)]
@@ -186,7 +187,8 @@ def test_random_networks_fit_and_predict_like_the_reference(widths, acts, loss, 
         _, step = ref.minibatch_epoch(
             params, grads, s1, s2, x, labels, targets, np.zeros(0), np.arange(n), bs,
             model.sizes, model.w_off, model.b_off, model.acts, LEAKY_ALPHA,
-            np.zeros(len(layers)), kernel.code, kernel.label_smoothing, code, hyper, step)
+            np.zeros(len(layers)), np.zeros(len(layers)), 0, kernel.code,
+            kernel.label_smoothing, code, hyper, step)
 
     history = model.fit(x, y, epochs=2, batch_size=batch, shuffle=False, verbose=0)
     assert all(np.isfinite(v) for v in history.history["loss"])
