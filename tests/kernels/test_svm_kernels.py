@@ -1,0 +1,208 @@
+"""The kernel SVM's kernels: svm_kernel (reference, cpu and the CUDA twin in the simulator) and
+the SMO solver svm_smo (cpu against its NumPy twin, the KKT conditions, a case worked by hand).
+
+Shapes are awkward on purpose: 1, primes, sizes that are not multiples of the 16x16 CUDA tile
+(17, 19) nor of anything else. float32 and float64."""
+import os
+
+import numpy as np
+import pytest
+from backends import check_backends
+from helpers import DTYPES, randn
+from sklearn.metrics import pairwise
+
+from fastnn.kernels import codes, cpu, reference
+
+KERNELS = (codes.SVM_LINEAR, codes.SVM_POLY, codes.SVM_RBF, codes.SVM_SIGMOID)
+SHAPES = [(1, 1, 1), (1, 13, 7), (5, 17, 3), (7, 19, 20), (3, 2, 37)]  # (M, N, F)
+# kernel values are O(1) (rbf, sigmoid) or products of O(sqrt F) dot products (linear, poly of
+# degree 3 with gamma 0.1): the few-ulp differences of a reordered dot product, relative
+SVM_TOL = {np.float32: (2e-5, 2e-5), np.float64: (1e-12, 1e-12)}
+GAMMA, COEF0, DEGREE = 0.1, 0.5, 3.0
+
+
+def _kernel_args(rng, dtype, m, n, f):
+    a, b = randn(rng, (m, f), dtype), randn(rng, (n, f), dtype)
+    return a, b, np.einsum("ij,ij->i", a, a), np.einsum("ij,ij->i", b, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_svm_kernel_cpu_matches_reference(dtype, kernel, shape):
+    rng = np.random.default_rng(sum(shape) + kernel)
+    a, b, a_sq, b_sq = _kernel_args(rng, dtype, *shape)
+    out = np.full(shape[:2], np.nan, dtype)
+    check_backends("svm_kernel", [out, a, b, a_sq, b_sq, kernel, GAMMA, COEF0, DEGREE],
+                   SVM_TOL[dtype], backends=("reference", "cpu"))
+
+
+def test_svm_kernel_matches_scikit_learn_pairwise():
+    rng = np.random.default_rng(0)
+    a, b, a_sq, b_sq = _kernel_args(rng, np.float64, 11, 23, 5)
+    want = {codes.SVM_LINEAR: pairwise.linear_kernel(a, b),
+            codes.SVM_POLY: pairwise.polynomial_kernel(a, b, degree=3, gamma=GAMMA, coef0=COEF0),
+            codes.SVM_RBF: pairwise.rbf_kernel(a, b, gamma=GAMMA),
+            codes.SVM_SIGMOID: pairwise.sigmoid_kernel(a, b, gamma=GAMMA, coef0=COEF0)}
+    for kernel, k in want.items():
+        out = np.empty_like(k)
+        cpu.svm_kernel(out, a, b, a_sq, b_sq, kernel, GAMMA, COEF0, DEGREE)
+        # the same dot products in another summation order: a few ulps of O(1) values
+        np.testing.assert_allclose(out, k, rtol=1e-12, atol=1e-12, err_msg=str(kernel))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_svm_kernel_rbf_of_a_row_with_itself_is_one(dtype):
+    # a large norm: a_sq + b_sq - 2 a.b cancels to a rounding error that may be negative;
+    # the clip at 0 keeps k <= 1 (never exp of a positive number)
+    x = np.full((3, 7), 1e3, dtype)
+    sq = np.einsum("ij,ij->i", x, x)
+    out = np.empty((3, 3), dtype)
+    cpu.svm_kernel(out, x, x, sq, sq, codes.SVM_RBF, 1.0, 0.0, 3.0)
+    assert np.all(out <= 1) and np.all(np.isfinite(out))
+
+
+def _cuda():
+    try:
+        from numba import cuda
+        usable, why = cuda.is_available(), "numba.cuda.is_available() is False"
+    except Exception as exc:  # numba-cuda missing or broken
+        usable, why = False, f"numba.cuda cannot be imported: {exc!r}"
+    if not usable:
+        message = f"CUDA twin cannot run: {why}; run pytest with NUMBA_ENABLE_CUDASIM=1"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (5, 17, 3), (2, 19, 20)])
+def test_svm_kernel_cuda_matches_reference(dtype, kernel, shape):
+    _cuda()
+    rng = np.random.default_rng(sum(shape) + kernel)
+    a, b, a_sq, b_sq = _kernel_args(rng, dtype, *shape)
+    out = np.full(shape[:2], np.nan, dtype)
+    check_backends("svm_kernel", [out, a, b, a_sq, b_sq, kernel, GAMMA, COEF0, DEGREE],
+                   SVM_TOL[dtype], backends=("reference", "cuda"))
+
+
+# --------------------------------------------------------------------------- the SMO solver
+
+def _problem(n, f, seed, dtype=np.float64, c_spread=False):
+    rng = np.random.default_rng(seed)
+    x = randn(rng, (n, f), dtype)
+    y = np.where(x[:, 0] + 0.7 * rng.standard_normal(n) > 0, 1.0, -1.0)  # overlapping classes
+    if n >= 2:
+        y[0], y[1] = 1.0, -1.0  # both classes present
+    c = rng.uniform(0.3, 3.0, n) if c_spread else np.full(n, 1.0)
+    return x, np.einsum("ij,ij->i", x, x), y, c
+
+
+def _gram(x, x_sq, kernel):
+    gram = np.empty((x.shape[0], x.shape[0]))
+    reference.svm_kernel(gram, x.astype(np.float64), x.astype(np.float64),
+                         x_sq.astype(np.float64), x_sq.astype(np.float64), kernel, GAMMA,
+                         COEF0, DEGREE)
+    return gram
+
+
+def _solve(module, x, x_sq, y, c, kernel, tol, rows=None, shrinking=True, max_iter=10 ** 5):
+    n = x.shape[0]
+    alpha = np.full(n, np.nan)
+    cache = np.empty((rows or n, n), np.float32)
+    rho, it, converged = module.svm_smo(alpha, x, x_sq, y, c, kernel, GAMMA, COEF0, DEGREE, tol,
+                                        max_iter, cache, shrinking)
+    return alpha, rho, it, converged
+
+
+def _decision(alpha, rho, y, gram):
+    return gram @ (alpha * y) - rho
+
+
+@pytest.mark.parametrize("n,f", [(2, 1), (7, 3), (31, 2), (60, 5)])
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("shrinking", [True, False])
+def test_svm_smo_cpu_matches_reference(n, f, kernel, shrinking):
+    """At tol 1e-9 both solvers sit at the optimum, whose decision function is unique (the
+    alphas need not be when the Gram matrix is singular, as the linear kernel's is for N > F).
+    Two cache rows force evictions on every iteration."""
+    x, x_sq, y, c = _problem(n, f, seed=n + kernel, c_spread=True)
+    gram = _gram(x, x_sq, kernel)
+    a_ref, rho_ref, _, ok_ref = _solve(reference, x, x_sq, y, c, kernel, 1e-9)
+    a_cpu, rho_cpu, _, ok_cpu = _solve(cpu, x, x_sq, y, c, kernel, 1e-9, rows=2,
+                                       shrinking=shrinking)
+    assert ok_ref and ok_cpu
+    assert np.all(a_cpu >= 0) and np.all(a_cpu <= c)
+    # y'alpha = 0 holds exactly up to the rounding of the pair updates
+    assert abs(a_cpu @ y) < 1e-9 * max(1.0, c.sum())
+    if kernel == codes.SVM_SIGMOID:
+        return  # not positive semi-definite: a KKT point, not the one optimum, is all SMO finds
+    # the optimum's decision values; the stopping rule leaves O(tol) per value, and the
+    # float32 cache rows (libsvm's Qfloat) O(1e-7) relative error in each gradient update
+    # (measured: < 4e-7)
+    np.testing.assert_allclose(_decision(a_cpu, rho_cpu, y, gram),
+                               _decision(a_ref, rho_ref, y, gram), rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows", [2, 17, 200])
+def test_svm_smo_stops_at_kkt_point(dtype, rows):
+    """The maximal KKT violation, recomputed from scratch in float64, is below tol: shrinking
+    (the gradient of shrunk variables rebuilt at the end) and the LRU cache lose nothing."""
+    x, x_sq, y, c = _problem(200, 4, seed=3, dtype=dtype, c_spread=True)
+    tol = 1e-3
+    alpha, rho, it, converged = _solve(cpu, x, x_sq, y, c, codes.SVM_RBF, tol, rows=rows)
+    assert converged and it > 0
+    grad = (y[:, None] * y[None, :] * _gram(x, x_sq, codes.SVM_RBF)) @ alpha - 1.0
+    up = np.where(y > 0, alpha < c, alpha > 0)
+    low = np.where(y > 0, alpha > 0, alpha < c)
+    violation = np.max(-y[up] * grad[up]) - np.min(-y[low] * grad[low])
+    # float32 x (its own kernel rows) and float32 cache rows: each update's gradient change
+    # is off by ~1e-7 relative, and a few thousand updates leave ~1e-4 of drift
+    assert violation < tol + (1e-4 if dtype == np.float32 else 1e-7)
+
+
+def test_svm_smo_two_points_by_hand():
+    """x = +1 (y = +1) and x = -1 (y = -1), linear kernel: the hard margin is w = 1, b = 0,
+    from alpha = (1/2, 1/2) (w = sum alpha_i y_i x_i); a box C = 1/4 caps both alphas at
+    1/4, w = 1/2. rho = -b = 0 in both cases."""
+    x = np.array([[1.0], [-1.0]])
+    x_sq, y = np.ones(2), np.array([1.0, -1.0])
+    for module in (reference, cpu):
+        for c, a_want in ((10.0, 0.5), (0.25, 0.25)):
+            alpha, rho, it, _ = _solve(module, x, x_sq, y, np.full(2, c), codes.SVM_LINEAR,
+                                       1e-12)
+            # one pair update solves a two-point problem exactly
+            np.testing.assert_allclose(alpha, [a_want, a_want], rtol=0, atol=1e-15)
+            assert abs(rho) < 1e-15 and it == 1
+
+
+def test_svm_smo_precomputed_gram_equals_rbf():
+    x, x_sq, y, c = _problem(40, 3, seed=5)
+    gram = _gram(x, x_sq, codes.SVM_RBF)
+    a1, rho1, _, _ = _solve(cpu, x, x_sq, y, c, codes.SVM_RBF, 1e-6)
+    a2, rho2, _, _ = _solve(cpu, gram, np.zeros(40), y, c, codes.SVM_PRECOMPUTED, 1e-6)
+    # the same rows in the same order: the same iterations, up to the last ulp of each row
+    np.testing.assert_allclose(a2, a1, rtol=0, atol=1e-10)
+    assert abs(rho1 - rho2) < 1e-10
+
+
+def test_svm_smo_max_iter_stops_early():
+    x, x_sq, y, c = _problem(60, 3, seed=6)
+    _, _, it, converged = _solve(cpu, x, x_sq, y, c, codes.SVM_RBF, 1e-6, max_iter=5)
+    assert it == 5 and not converged
+
+
+def test_svm_smo_hard_margin_on_separable_data():
+    """C -> infinity: on separable data every training point ends on or outside the margin,
+    y_i f(x_i) >= 1 up to tol."""
+    rng = np.random.default_rng(7)
+    x = np.vstack([rng.standard_normal((20, 2)) + 4, rng.standard_normal((20, 2)) - 4])
+    y = np.r_[np.ones(20), -np.ones(20)]
+    x_sq = np.einsum("ij,ij->i", x, x)
+    alpha, rho, _, converged = _solve(cpu, x, x_sq, y, np.full(40, 1e6), codes.SVM_LINEAR, 1e-6)
+    margins = y * _decision(alpha, rho, y, _gram(x, x_sq, codes.SVM_LINEAR))
+    assert converged
+    assert margins.min() > 1 - 1e-5  # the stopping rule's O(tol) slack
+    assert np.sum(alpha > 0) <= 3  # two dimensions: at most three points pin the margin
