@@ -127,3 +127,23 @@ def train_test_split(x, y, test_fraction=0.25, seed=0):
     order = np.random.default_rng(seed).permutation(len(x))
     test, train = order[:n_test], order[n_test:]
     return x[train], x[test], y[train], y[test]
+
+
+# ---- concentric circles
+
+def make_circles(n_samples=200, noise=0.05, factor=0.5, seed=0):
+    """Two concentric circles, classes 0 (the outer, radius 1) and 1 (the inner, radius
+    `factor`): the notes' example of data no line separates but one hidden layer does
+    (scikit-learn's make_circles). Angles uniform on [0, 2 pi); plus Gaussian noise of
+    standard deviation `noise`."""
+    n_samples, noise = _check_count("n_samples", n_samples, 2), _check_noise(noise)
+    factor = float(factor)
+    if not 0.0 < factor < 1.0:
+        raise ValueError(f"factor must be in (0, 1), the inner circle's radius, got {factor}")
+    rng = np.random.default_rng(seed)
+    n0, n1 = _split_counts(n_samples, 2)
+    t0, t1 = rng.uniform(0, 2 * np.pi, n0), rng.uniform(0, 2 * np.pi, n1)
+    x = np.concatenate([np.c_[np.cos(t0), np.sin(t0)], factor * np.c_[np.cos(t1), np.sin(t1)]])
+    x += noise * rng.standard_normal(x.shape)
+    y = np.r_[np.zeros(n0, np.int64), np.ones(n1, np.int64)]
+    return _shuffled(x, y, rng)

@@ -57,9 +57,9 @@ def _pairs():
         ("OvR(Perceptron)", mc.OneVsRestClassifier(lm.Perceptron(shuffle=False)),
          sk_lm.Perceptron(shuffle=False, tol=None), cls),
         ("LinearSVM (OvR)", lm.LinearSVM(C=1.0, random_state=0),
-         # SVC solves the same per-class problem exactly (intercept unpenalised, unlike
-         # LinearSVC's liblinear); wrapped one-vs-rest as LinearSVM's default
-         sk_mc.OneVsRestClassifier(sk_svm.SVC(kernel="linear", C=1.0)), cls),
+         # LinearSVM solves liblinear's problem (hinge loss, the intercept penalised as a
+         # feature of value intercept_scaling), one-vs-rest: LinearSVC with the hinge loss
+         sk_svm.LinearSVC(loss="hinge", C=1.0, max_iter=100000), cls),
         ("OvO(LogisticRegression)", mc.OneVsOneClassifier(lm.LogisticRegression()),
          sk_mc.OneVsOneClassifier(sk_lm.LogisticRegression()), cls),
         ("MLPClassifier", nn.MLPClassifier(**mlp), sk_nn.MLPClassifier(**mlp), cls),

@@ -4,6 +4,10 @@ Both take any binary classifier with decision_function or predict_proba (fastnn'
 scikit-learn's) and clone it per sub-problem. The binary sub-problems are labelled 0 / 1, so
 a positive decision_function (or predict_proba[:, 1] > ½) means "the second class".
 
+X may be dense or scipy.sparse (CSR or CSC); sparse X is handed to the binary classifiers
+as it is (row subsets for one-vs-one), never densified, so the classifier must accept it
+(fastnn's linear models do).
+
 Ties are broken deterministically:
 
 * OneVsRestClassifier predicts the class whose binary classifier scores highest; equal top
@@ -17,6 +21,7 @@ scikit-learn is imported here, not by `import fastnn`.
 """
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
+from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
 
 from .estimator_utils import check_classifier_data, check_predict_data, fit_guard
@@ -36,6 +41,15 @@ def _score(estimator, X):
     return estimator.predict_proba(X)[:, 1] - 0.5
 
 
+class _SparseTags:
+    """Sparse X is accepted when the binary classifier accepts it (it is passed on as is)."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = get_tags(self.estimator).input_tags.sparse
+        return tags
+
+
 def _check_estimator(estimator):
     if not (hasattr(estimator, "fit") and (hasattr(estimator, "decision_function")
                                            or hasattr(estimator, "predict_proba"))):
@@ -43,7 +57,7 @@ def _check_estimator(estimator):
                         f"predict_proba, got {estimator!r}")
 
 
-class OneVsRestClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
+class OneVsRestClassifier(_SparseTags, MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     """One binary classifier per class, class k against all others. With two classes, one
     classifier for classes_[1] against classes_[0] (as scikit-learn).
 
@@ -66,7 +80,7 @@ class OneVsRestClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         """Fit on X of shape (n_samples, n_features) and class labels y of shape (n_samples,)."""
         _check_estimator(self.estimator)
-        X, classes, y_idx = check_classifier_data(self, X, y)
+        X, classes, y_idx = check_classifier_data(self, X, y, accept_sparse=True)
         columns = [1] if classes.size == 2 else range(classes.size)
         self.estimators_ = [clone(self.estimator).fit(X, (y_idx == k).astype(np.int64))
                             for k in columns]
@@ -75,7 +89,7 @@ class OneVsRestClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X):
         """Per-class scores (n_samples, n_classes); (n_samples,) for two classes."""
-        X = check_predict_data(self, X)
+        X = check_predict_data(self, X, accept_sparse=True)
         scores = np.column_stack([_score(e, X) for e in self.estimators_])
         return scores[:, 0] if len(self.estimators_) == 1 else scores
 
@@ -87,7 +101,7 @@ class OneVsRestClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     @available_if(_has("predict_proba"))
     def predict_proba(self, X):
         """Each classifier's probability of its class, normalised to sum to 1 per row."""
-        X = check_predict_data(self, X)
+        X = check_predict_data(self, X, accept_sparse=True)
         p = np.column_stack([e.predict_proba(X)[:, 1] for e in self.estimators_])
         if p.shape[1] == 1:
             return np.column_stack([1 - p[:, 0], p[:, 0]])
@@ -96,7 +110,7 @@ class OneVsRestClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         return np.where(total > 0, p / np.where(total > 0, total, 1), 1.0 / p.shape[1])
 
 
-class OneVsOneClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
+class OneVsOneClassifier(_SparseTags, MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     """One binary classifier per pair of classes (i < j), trained on those two classes' samples
     only (label 1 for class j); prediction by votes, ties as the module docstring says.
 
@@ -119,7 +133,7 @@ class OneVsOneClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         """Fit on X of shape (n_samples, n_features) and class labels y of shape (n_samples,)."""
         _check_estimator(self.estimator)
-        X, classes, y_idx = check_classifier_data(self, X, y)
+        X, classes, y_idx = check_classifier_data(self, X, y, accept_sparse=True)
         k = classes.size
         self.pairs_ = [(i, j) for i in range(k) for j in range(i + 1, k)]
         self.estimators_ = []
@@ -133,7 +147,7 @@ class OneVsOneClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def decision_function(self, X):
         """votes + summed confidence squashed into (−⅓, ⅓): shape (n_samples, n_classes);
         for two classes the one classifier's score, shape (n_samples,)."""
-        X = check_predict_data(self, X)
+        X = check_predict_data(self, X, accept_sparse=True)
         if len(self.estimators_) == 1:
             return _score(self.estimators_[0], X)
         k = self.classes_.size

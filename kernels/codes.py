@@ -3,6 +3,9 @@
 Kernels take plain ints, not strings, so one compiled specialisation serves every
 activation; fastnn/ maps user-facing names to these codes once, at the public boundary.
 """
+import math
+
+import numpy as np
 
 # activations: out = h(pre)
 IDENTITY = 0
@@ -59,3 +62,44 @@ HYPER_DECOUPLED = 7  # Adam: 1.0 for AdamW's decoupled weight decay
 HYPER_RHO = 8  # RMSprop: the mean square's decay (PyTorch's alpha); HYPER_MOMENTUM, HYPER_EPS too
 HYPER_LR_DECAY = 9  # Adagrad: lr_t = lr / (1 + (t - 1) lr_decay); HYPER_EPS too
 N_HYPER = 10
+
+# ---- dropout: the counter-based hash behind every backend's masks
+# (kernels.reference.dropout_mask documents the scheme). One body serves NumPy uint64 arrays,
+# Numba @njit scalars and CUDA device code alike, so the three cannot drift apart.
+SPLITMIX_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+SPLITMIX_MUL1 = np.uint64(0xBF58476D1CE4E5B9)
+SPLITMIX_MUL2 = np.uint64(0x94D049BB133111EB)
+SHIFT30, SHIFT27, SHIFT31 = np.uint64(30), np.uint64(27), np.uint64(31)
+UNIT_BITS = 53  # the uniform's mantissa bits: u = (h >> UNIT_SHIFT) * 2^-53
+UNIT_SHIFT = np.uint64(64 - UNIT_BITS)
+LAYER_SHIFT = np.uint64(32)  # a unit's counter is layer << 32 | j
+
+
+def splitmix64(z):
+    """Steele, Lea and Flood's splitmix64 step and finaliser on uint64 (wraps around)."""
+    z = z + SPLITMIX_GAMMA
+    z = (z ^ (z >> SHIFT30)) * SPLITMIX_MUL1
+    z = (z ^ (z >> SHIFT27)) * SPLITMIX_MUL2
+    return z ^ (z >> SHIFT31)
+
+
+def dropout_threshold(rate):
+    """ceil(rate * 2^53) clipped to [0, 2^53], as a float holding an exact integer: a unit is
+    kept when (h >> 11) >= this, i.e. when u >= rate."""
+    return min(max(math.ceil(rate * 2.0 ** UNIT_BITS), 0.0), 2.0 ** UNIT_BITS)
+
+
+def dropout_scale(rate):
+    """1 / (1 - rate), the kept units' factor (inverted dropout); 0 when rate >= 1."""
+    return 1.0 / (1.0 - rate) if rate < 1.0 else 0.0
+
+
+# ---- kernel SVM
+# kernels of fastnn.svm.SVC, numbered as libsvm numbers them
+SVM_LINEAR = 0  # a . b
+SVM_POLY = 1  # (gamma a . b + coef0) ** degree
+SVM_RBF = 2  # exp(-gamma ||a - b||^2)
+SVM_SIGMOID = 3  # tanh(gamma a . b + coef0)
+SVM_PRECOMPUTED = 4  # x is the (N, N) Gram matrix itself (a callable kernel's)
+SVM_KERNELS = {"linear": SVM_LINEAR, "poly": SVM_POLY, "rbf": SVM_RBF, "sigmoid": SVM_SIGMOID,
+               "precomputed": SVM_PRECOMPUTED}

@@ -31,9 +31,12 @@ from .layout import layer_views
 from .codes import IDENTITY, LEAKY_RELU, RELU, SIGMOID, SIGN, SOFTPLUS, TANH
 from .codes import LOSS_BCE, LOSS_MSE, LOSS_SOFTMAX_CE
 from .codes import (LOSS_HINGE, LOSS_KL, LOSS_MULTICLASS_HINGE, LOSS_MULTICLASS_PERCEPTRON,
-                    LOSS_SOFTMAX_CE_SOFT, OPT_SGD)
+                    LOSS_SOFTMAX_CE_SOFT, OPT_ADAGRAD, OPT_RMSPROP, OPT_SGD)
 from .codes import (HYPER_BETA1, HYPER_BETA2, HYPER_DECOUPLED, HYPER_EPS, HYPER_LR,
-                    HYPER_MOMENTUM, HYPER_NESTEROV, HYPER_WEIGHT_DECAY)
+                    HYPER_LR_DECAY, HYPER_MOMENTUM, HYPER_NESTEROV, HYPER_RHO,
+                    HYPER_WEIGHT_DECAY)
+from .codes import LAYER_SHIFT, UNIT_SHIFT
+from . import codes
 
 FASTMATH = {"reassoc", "contract", "nsz"}
 
@@ -528,20 +531,23 @@ def perceptron(dz, z, y, sample_weight, mean):
 
 @njit(cache=True)
 def multiclass_perceptron(dz, z, labels, sample_weight, mean):
-    """max_j z_j - z_y; on a mistake (first argmax != y) dz = +1 at the argmax, -1 at y."""
+    """max_j z_j - z_y; on a mistake (y not the unique argmax: a tie is a mistake, seed 001)
+    dz = +1 at the first argmax other than y, -1 at y."""
     total = 0.0
     for n in range(z.shape[0]):
-        pred = 0
-        for k in range(1, z.shape[1]):
-            if z[n, k] > z[n, pred]:
-                pred = k
         y = labels[n]
+        pred = -1  # the first argmax among the classes other than y
+        for k in range(z.shape[1]):
+            if k != y and (pred < 0 or z[n, k] > z[n, pred]):
+                pred = k
         for k in range(z.shape[1]):
             dz[n, k] = 0.0
-        if pred != y:
+        top = z[n, y]
+        if pred >= 0 and z[n, pred] >= z[n, y]:
             dz[n, pred] = 1.0
             dz[n, y] = -1.0
-        per = float(z[n, pred]) - float(z[n, y])
+            top = z[n, pred]
+        per = float(top) - float(z[n, y])
         total += _finish(dz, per, n, sample_weight, mean)
     return total
 
@@ -592,6 +598,83 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, decoup
         params[i] = p - step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps_t)
 
 
+@njit(cache=True, fastmath=FASTMATH)
+def rmsprop_update(params, grads, v, buf, lr, rho, momentum, eps, weight_decay):
+    """One pass over all P parameters; buf is untouched (may be empty) when momentum == 0."""
+    lr_t, r, c = _typed(params, lr), _typed(params, rho), _typed(params, 1.0 - rho)
+    mu, eps_t, wd = _typed(params, momentum), _typed(params, eps), _typed(params, weight_decay)
+    for i in range(params.shape[0]):
+        g = grads[i] + wd * params[i]
+        vi = r * v[i] + c * g * g
+        v[i] = vi
+        step = g / (math.sqrt(vi) + eps_t)
+        if momentum != 0.0:
+            step = mu * buf[i] + step
+            buf[i] = step
+        params[i] -= lr_t * step
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def adagrad_update(params, grads, s, lr, lr_decay, eps, weight_decay, step):
+    """One pass over all P parameters; the decayed rate is one scalar per step."""
+    clr = _typed(params, lr / (1.0 + (step - 1) * lr_decay))
+    eps_t, wd = _typed(params, eps), _typed(params, weight_decay)
+    for i in range(params.shape[0]):
+        g = grads[i] + wd * params[i]
+        si = s[i] + g * g
+        s[i] = si
+        params[i] -= clr * g / (math.sqrt(si) + eps_t)
+
+
+# --------------------------------------------------------------------------- dropout
+# the masks of kernels.reference.dropout_mask, from the hash in kernels.codes
+
+_splitmix64 = njit(cache=True, inline="always")(codes.splitmix64)
+_dropout_threshold = njit(cache=True, inline="always")(codes.dropout_threshold)
+_dropout_scale = njit(cache=True, inline="always")(codes.dropout_scale)
+
+
+@njit(cache=True, inline="always")
+def _epoch_key(seed):
+    """splitmix64 of the seed's 64 bits: the per-epoch constant every mask starts from."""
+    return _splitmix64(np.uint64(seed))
+
+
+@njit(cache=True, inline="always")
+def _row_key(key, sample):
+    return _splitmix64(key ^ np.uint64(sample))
+
+
+@njit(cache=True, inline="always")
+def _fill_mask(mask, r, row_key, layer, n, thresh, scale, zero):
+    """mask[r, :n] = scale where unit j of `layer`'s input is kept, else 0."""
+    base = np.uint64(layer) << LAYER_SHIFT
+    for j in range(n):
+        h = _splitmix64(row_key ^ (base | np.uint64(j)))
+        mask[r, j] = scale if (h >> UNIT_SHIFT) >= thresh else zero
+
+
+@njit(cache=True)
+def dropout_mask(mask, seed, rows, layer, rate):
+    """One hash per element (two splitmix64 rounds per row, one per unit)."""
+    key = _epoch_key(seed)
+    thresh = np.uint64(_dropout_threshold(rate))
+    scale, zero = _typed(mask, _dropout_scale(rate)), _typed(mask, 0.0)
+    for r in range(mask.shape[0]):
+        _fill_mask(mask, r, _row_key(key, rows[r]), layer, mask.shape[1], thresh, scale, zero)
+
+
+@njit(cache=True)
+def _dropout_constants(drop, like):
+    """(per-layer keep thresholds (uint64), per-layer scales in like's dtype)."""
+    thresh = np.empty(drop.shape[0], np.uint64)
+    scale = np.empty(drop.shape[0], like.dtype)
+    for l in range(drop.shape[0]):
+        thresh[l] = np.uint64(_dropout_threshold(drop[l]))
+        scale[l] = _dropout_scale(drop[l])
+    return thresh, scale
+
+
 # --------------------------------------------------------------------------- whole-MLP forward
 
 @njit(cache=True)
@@ -636,9 +719,19 @@ def _forward_rows(p, a, w, fan_in, fan_out, zero):
         i += 1
 
 
+@njit(cache=True, inline="always")
+def _masked_row(dst, r, src, mask, row_key, layer, n, thresh, scale, zero):
+    """mask[r', :n] = `layer`'s dropout mask of the sample whose key is row_key (r' = r, or 0
+    for a one-row mask buffer), dst[r, :n] = src[:n] * that mask."""
+    mr = r if mask.shape[0] > r else 0
+    _fill_mask(mask, mr, row_key, layer, n, thresh, scale, zero)
+    for j in range(n):
+        dst[r, j] = src[j] * mask[mr, j]
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def sgd_epoch(params, x, labels, targets, order, sizes, w_off, b_off, acts, alpha,
-              loss, lr, weight_decay):
+              drop, seed, loss, lr, weight_decay):
     """Per-sample SGD over one epoch in one compiled call: O(P) work per sample.
 
     Per-sample SGD is bound by memory traffic, so each weight is touched as few times as the
@@ -648,7 +741,13 @@ def sgd_epoch(params, x, labels, targets, order, sizes, w_off, b_off, acts, alph
     layer (usually the widest: it sees the raw features) reads W once: the next sample's input
     is known, so its update for sample t and its forward product for sample t + 1 share one
     pass, row by row, exactly as if run one after the other. All buffers are allocated once,
-    before the sample loop. Arguments as in the reference."""
+    before the sample loop. Arguments as in the reference.
+
+    Dropout (drop[l] > 0) masks layer l's input into its own buffer (layer 0: a two-row
+    buffer, this sample's and the next one's, so the fused first-layer pass still forms the
+    next product), the update reads the masked input, and the delta recursion's dx is masked
+    before it meets the layer below. A layer without dropout runs the code it ran before,
+    so rates of 0 cost nothing and change no bit."""
     n_layers = sizes.shape[0] - 1
     n_samples = order.shape[0]
     zero, one = _typed(params, 0.0), _typed(params, 1.0)
@@ -667,16 +766,38 @@ def sgd_epoch(params, x, labels, targets, order, sizes, w_off, b_off, acts, alph
     total = 0.0
     if n_samples == 0:
         return total
+    # dropout: masks and masked inputs of the layers above the first, the masked x rows
+    key = _epoch_key(seed)
+    thresh, scl = _dropout_constants(drop, params)
+    any_drop = False
+    for l in range(1, n_layers):
+        any_drop = any_drop or drop[l] > 0.0
+    mk = np.zeros((n_layers if any_drop else 0, width), params.dtype)
+    ain = np.zeros((n_layers if any_drop else 0, width), params.dtype)
+    drop_x = drop[0] > 0.0
+    xin = np.zeros((2 if drop_x else 0, sizes[0]), x.dtype)
+    xmask = np.zeros((1 if drop_x else 0, sizes[0]), x.dtype)
+    x_scale, x_zero = _typed(x, scl[0]), _typed(x, 0.0)
 
     # the first layer's product for the first sample; later ones come out of the update pass
-    _forward_rows(pre[0], x[order[0]], ws[0], sizes[0], sizes[1], zero)
+    x0 = x[order[0]]
+    if drop_x:
+        _masked_row(xin, 0, x0, xmask, _row_key(key, order[0]), 0, sizes[0], thresh[0],
+                    x_scale, x_zero)
+        x0 = xin[0]
+    _forward_rows(pre[0], x0, ws[0], sizes[0], sizes[1], zero)
 
     for t in range(n_samples):
         s = order[t]
         # forward: layer 0's product x @ W is already in pre[0]
         _bias_act_row(out[0], pre[0], bs[0], sizes[1], acts[0], a_t, zero, one)
         for l in range(1, n_layers):
-            _forward_rows(pre[l], out[l - 1], ws[l], sizes[l], sizes[l + 1], zero)
+            a_in = out[l - 1]
+            if drop[l] > 0.0:
+                _masked_row(ain, l, a_in, mk, _row_key(key, s), l, sizes[l], thresh[l], scl[l],
+                            zero)
+                a_in = ain[l]
+            _forward_rows(pre[l], a_in, ws[l], sizes[l], sizes[l + 1], zero)
             _bias_act_row(out[l], pre[l], bs[l], sizes[l + 1], acts[l], a_t, zero, one)
 
         # loss and its gradient with respect to the last layer's output
@@ -704,7 +825,7 @@ def sgd_epoch(params, x, labels, targets, order, sizes, w_off, b_off, acts, alph
         for l in range(n_layers - 1, 0, -1):
             fan_in, fan_out = sizes[l], sizes[l + 1]
             w = ws[l]
-            a = out[l - 1]
+            a = ain[l] if drop[l] > 0.0 else out[l - 1]
             _delta_row(delta, dcur, pre[l], out[l], fan_out, acts[l], a_t, zero, one)
             # four rows per sweep: four independent dot products (dx_i = W[i, :] . delta)
             # and the four row updates share one pass over the rows
@@ -734,6 +855,9 @@ def sgd_epoch(params, x, labels, targets, order, sizes, w_off, b_off, acts, alph
                     w[i, j] = decay * wij - step * delta[j]
                 dnext[i] = acc
                 i += 1
+            if drop[l] > 0.0:  # dx reaches the unmasked output through the mask
+                for i in range(fan_in):
+                    dnext[i] *= mk[l, i]
             b = bs[l]
             for j in range(b.shape[0]):
                 b[j] -= lr_t * delta[j]
@@ -743,10 +867,15 @@ def sgd_epoch(params, x, labels, targets, order, sizes, w_off, b_off, acts, alph
         fan_in, fan_out = sizes[0], sizes[1]
         w = ws[0]
         _delta_row(delta, dcur, pre[0], out[0], fan_out, acts[0], a_t, zero, one)
-        xs = x[s]
+        xs = xin[t % 2] if drop_x else x[s]
         p = pre[0]
         if t + 1 < n_samples:
             xn = x[order[t + 1]]
+            if drop_x:  # the next sample's masked input, beside this one's
+                nxt = (t + 1) % 2
+                _masked_row(xin, nxt, xn, xmask, _row_key(key, order[t + 1]), 0, sizes[0],
+                            thresh[0], x_scale, x_zero)
+                xn = xin[nxt]
             for j in range(fan_out):
                 p[j] = zero
             # four rows per sweep: p is loaded and stored once per four rows of W
@@ -815,8 +944,8 @@ def apply_loss(dz, z, labels, targets, sample_weight, loss, label_smoothing):
 
 @njit(cache=True)
 def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_weight, order,
-                    batch_size, sizes, w_off, b_off, acts, alpha, l2, loss, label_smoothing,
-                    opt, hyper, step):
+                    batch_size, sizes, w_off, b_off, acts, alpha, l2, drop, seed, loss,
+                    label_smoothing, opt, hyper, step):
     """A whole epoch of mini-batch training in one compiled call, so a step costs its
     arithmetic plus a few hundred nanoseconds, not a Python loop's tens of microseconds.
     Per batch: rows gathered into one buffer, BLAS forward with the bias and activation fused,
@@ -828,13 +957,22 @@ def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_we
     W (dx), its update W = (1 - lr (wd + 2 l2)) W - lr x.T @ dpre is one BLAS gemm straight
     into the parameters (alpha = -lr, beta = the decay), which saves zeroing, writing and
     re-reading P gradients and a separate update pass each step; only the bias slots of grads
-    serve, as scratch for the bias gradients."""
+    serve, as scratch for the bias gradients.
+
+    Dropout: the gathered x rows are masked in place (drop[0]); a layer above the first with
+    drop[l] > 0 reads its input from a masked copy of the layer below's output (kept for its
+    weight gradient; the output itself stays for h'), and its dx is masked on the way down.
+    The masks are rebuilt from the hash per row, so they match the reference's for any
+    batching. Layers without dropout take exactly the path they took before."""
     n_layers = sizes.shape[0] - 1
     dtype = params.dtype
     lr, momentum = hyper[HYPER_LR], hyper[HYPER_MOMENTUM]
     nesterov, weight_decay = hyper[HYPER_NESTEROV] != 0.0, hyper[HYPER_WEIGHT_DECAY]
     beta1, beta2, eps = hyper[HYPER_BETA1], hyper[HYPER_BETA2], hyper[HYPER_EPS]
     decoupled = hyper[HYPER_DECOUPLED] != 0.0
+    key = _epoch_key(seed)
+    thresh, scl = _dropout_constants(drop, params)
+    zero = _typed(params, 0.0)
     ws, bs = _layer_views(params, sizes, w_off, b_off)
     dws, dbs = _layer_views(grads, sizes, w_off, b_off)
     two_l2 = np.empty(n_layers, dtype)
@@ -850,6 +988,12 @@ def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_we
     dpre = [np.empty((batch_size, sizes[l + 1]), dtype) for l in range(n_layers)]
     dout = [np.empty((batch_size, sizes[l + 1]), dtype) for l in range(n_layers)]
     no_dx = np.zeros((0, 0), dtype)
+    # layer l's mask and masked input, for the layers above the first that drop (else empty)
+    masks = [np.empty((batch_size if l > 0 and drop[l] > 0.0 else 0, sizes[l]), dtype)
+             for l in range(n_layers)]
+    ins = [np.empty((batch_size if l > 0 and drop[l] > 0.0 else 0, sizes[l]), dtype)
+           for l in range(n_layers)]
+    xmask = np.empty((1 if drop[0] > 0.0 else 0, sizes[0]), dtype)  # x's, row by row
 
     direct = opt == OPT_SGD and momentum == 0.0
     n_total = order.shape[0]
@@ -869,9 +1013,17 @@ def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_we
                     tb[r, k] = targets[s, k]
             if swb.shape[0] > 0:
                 swb[r] = sample_weight[s]
+            if drop[0] > 0.0:
+                _masked_row(xb, r, xbr, xmask, _row_key(key, s), 0, sizes[0], thresh[0],
+                            scl[0], zero)
 
         a = xb[:m]
         for l in range(n_layers):
+            if l > 0 and drop[l] > 0.0:
+                for r in range(m):
+                    _masked_row(ins[l], r, a[r], masks[l], _row_key(key, order[start + r]), l,
+                                sizes[l], thresh[l], scl[l], zero)
+                a = ins[l][:m]
             affine_act_forward(out[l][:m], pre[l][:m], a, ws[l], bs[l], acts[l], alpha)
             a = out[l][:m]
         total += apply_loss(dout[n_layers - 1][:m], a, lb[:m], tb[:m], swb[:m], loss,
@@ -884,6 +1036,12 @@ def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_we
             affine_act_backward(dx, dpre[l][:m], dout[l][:m], pre[l][:m], out[l][:m], ws[l],
                                 acts[l], alpha)
             a_in = xb[:m] if l == 0 else out[l - 1][:m]
+            if l > 0 and drop[l] > 0.0:
+                a_in = ins[l][:m]
+                mask = masks[l]
+                for r in range(m):
+                    for i in range(sizes[l]):
+                        dx[r, i] *= mask[r, i]
             if direct:  # W has served dx above; update it in place with one gemm
                 _gemm(a_in.T, dpre[l][:m], ws[l], -lr, 1.0 - lr * (weight_decay + 2.0 * l2[l]))
                 b, db = bs[l], dbs[l]
@@ -906,7 +1064,834 @@ def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_we
             continue
         if opt == OPT_SGD:
             sgd_update(params, grads, state1, lr, momentum, nesterov, weight_decay)
+        elif opt == OPT_RMSPROP:
+            rmsprop_update(params, grads, state1, state2, lr, hyper[HYPER_RHO], momentum, eps,
+                           weight_decay)
+        elif opt == OPT_ADAGRAD:
+            adagrad_update(params, grads, state1, lr, hyper[HYPER_LR_DECAY], eps, weight_decay,
+                           step)
         else:
             adam_update(params, grads, state1, state2, lr, beta1, beta2, eps, weight_decay,
                         decoupled, step)
     return total / max(n_total, 1), step
+
+
+# ---- Hessian-vector products
+# Pearlmutter's R-operator through the dense layers; the math is in kernels.reference's
+# section of the same name. Each product goes through BLAS like the forward and backward
+# passes it mirrors, with the elementwise factors fused into one pass around it, so one H v
+# costs about two gradients: O(P) per row.
+
+@njit(cache=True, inline="always")
+def _d2act(pre, out, act, zero, one):
+    """h''(pre); sigmoid and tanh read it from out = h(pre); 0 for the piecewise-linear ones."""
+    two = one + one
+    if act == SIGMOID:
+        return out * (one - out) * (one - two * out)
+    if act == TANH:
+        return -two * out * (one - out * out)
+    if act == SOFTPLUS:
+        s = _sigmoid(pre, one)
+        return s * (one - s)
+    return zero
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def affine_act_rforward(rout, rpre, rx, x, w, vw, vb, pre, out, act, alpha):
+    """rpre = x @ vw (+ rx @ w, accumulated by a second gemm with beta = 1), then one pass that
+    adds vb and writes rout = h'(pre) rpre. rx empty for the first layer."""
+    zero, one, a = _typed(rpre, 0.0), _typed(rpre, 1.0), _typed(rpre, alpha)
+    _gemm(x, vw, rpre, 1.0, 0.0)
+    if rx.size > 0:
+        _gemm(rx, w, rpre, 1.0, 1.0)
+    has_b = vb.shape[0] > 0
+    for r in range(rpre.shape[0]):
+        for j in range(rpre.shape[1]):
+            v = rpre[r, j] + vb[j] if has_b else rpre[r, j]
+            rpre[r, j] = v
+            rout[r, j] = v * _dact(pre[r, j], out[r, j], act, a, zero, one)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def affine_act_rbackward(rdx, rdpre, rdout, dout, dpre, rpre, pre, out, w, vw, act, alpha):
+    """rdpre = rdout h'(pre) + dout h''(pre) rpre in one pass, then rdx = rdpre @ w.T and
+    += dpre @ vw.T as two BLAS gemms (the second accumulating). Written, not accumulated."""
+    zero, one, a = _typed(rdpre, 0.0), _typed(rdpre, 1.0), _typed(rdpre, alpha)
+    for r in range(pre.shape[0]):
+        for j in range(pre.shape[1]):
+            p, o = pre[r, j], out[r, j]
+            rdpre[r, j] = (rdout[r, j] * _dact(p, o, act, a, zero, one)
+                           + dout[r, j] * _d2act(p, o, act, zero, one) * rpre[r, j])
+    if rdx.size > 0:
+        _gemm(rdpre, w.T, rdx, 1.0, 0.0)
+        _gemm(dpre, vw.T, rdx, 1.0, 1.0)
+
+
+@njit(cache=True)
+def loss_rop(rdz, z, rz, labels, targets, sample_weight, loss, label_smoothing):
+    """Row by row, in float64 like the losses: the softmax losses from one log-sum-exp and one
+    p . rz per row; BCE and mse elementwise; 0 for the piecewise-linear losses."""
+    n_rows, k_cls = z.shape
+    for n in range(n_rows):
+        scale = 1.0 / n_rows
+        if sample_weight.shape[0] > 0:
+            scale *= float(sample_weight[n])
+        if loss == LOSS_SOFTMAX_CE or loss == LOSS_SOFTMAX_CE_SOFT or loss == LOSS_KL:
+            m, log_s = _max_logsumexp(z, n, k_cls)
+            tsum = 1.0
+            if loss != LOSS_SOFTMAX_CE:
+                tsum = 0.0
+                for k in range(k_cls):
+                    tsum += float(targets[n, k])
+            pr = 0.0
+            for k in range(k_cls):
+                pr += math.exp((float(z[n, k]) - m) - log_s) * float(rz[n, k])
+            for k in range(k_cls):
+                p = math.exp((float(z[n, k]) - m) - log_s)
+                rdz[n, k] = tsum * scale * p * (float(rz[n, k]) - pr)
+        elif loss == LOSS_BCE:
+            for k in range(k_cls):
+                s = _sigmoid(float(z[n, k]), 1.0)
+                rdz[n, k] = scale * s * (1.0 - s) * float(rz[n, k])
+        elif loss == LOSS_MSE:
+            for k in range(k_cls):
+                rdz[n, k] = scale * float(rz[n, k])
+        else:
+            for k in range(k_cls):
+                rdz[n, k] = 0.0
+
+
+@njit(cache=True)
+def mlp_hvp(hv, params, v, x, labels, targets, sample_weight, sizes, w_off, b_off, acts,
+            alpha, l2, loss, label_smoothing):
+    """H v in one compiled call: the forward and R-forward passes layer by layer, the loss
+    and its Hessian product, then the backward and R-backward passes side by side, each
+    parameter block of hv taking a_{l-1}^T R{dpre_l} and R{a_{l-1}}^T dpre_l as two
+    accumulating gemms. Buffers are allocated once per call (4 forward, 4 backward arrays per
+    layer); x must be C-contiguous. Arguments and result as in the reference twin."""
+    n_layers = sizes.shape[0] - 1
+    dtype = params.dtype
+    n = x.shape[0]
+    ws, bs = _layer_views(params, sizes, w_off, b_off)
+    vws, vbs = _layer_views(v, sizes, w_off, b_off)
+    hws, hbs = _layer_views(hv, sizes, w_off, b_off)
+    pre = [np.empty((n, sizes[l + 1]), dtype) for l in range(n_layers)]
+    out = [np.empty((n, sizes[l + 1]), dtype) for l in range(n_layers)]
+    rpre = [np.empty((n, sizes[l + 1]), dtype) for l in range(n_layers)]
+    rout = [np.empty((n, sizes[l + 1]), dtype) for l in range(n_layers)]
+    dpre = [np.empty((n, sizes[l + 1]), dtype) for l in range(n_layers)]
+    dout = [np.empty((n, sizes[l + 1]), dtype) for l in range(n_layers)]
+    rdpre = [np.empty((n, sizes[l + 1]), dtype) for l in range(n_layers)]
+    rdout = [np.empty((n, sizes[l + 1]), dtype) for l in range(n_layers)]
+    none2 = np.zeros((0, 0), dtype)
+    none1 = np.zeros(0, dtype)
+    for l in range(n_layers):
+        a_in = x if l == 0 else out[l - 1]
+        ra_in = none2 if l == 0 else rout[l - 1]
+        affine_act_forward(out[l], pre[l], a_in, ws[l], bs[l], acts[l], alpha)
+        affine_act_rforward(rout[l], rpre[l], ra_in, a_in, ws[l], vws[l], vbs[l], pre[l],
+                            out[l], acts[l], alpha)
+    last = n_layers - 1
+    total = apply_loss(dout[last], out[last], labels, targets, sample_weight, loss,
+                       label_smoothing)
+    loss_rop(rdout[last], out[last], rout[last], labels, targets, sample_weight, loss,
+             label_smoothing)
+    hv[:] = 0.0  # weight_grad accumulates
+    for l in range(n_layers - 1, -1, -1):
+        dx = dout[l - 1] if l > 0 else none2
+        rdx = rdout[l - 1] if l > 0 else none2
+        affine_act_backward(dx, dpre[l], dout[l], pre[l], out[l], ws[l], acts[l], alpha)
+        affine_act_rbackward(rdx, rdpre[l], rdout[l], dout[l], dpre[l], rpre[l], pre[l],
+                             out[l], ws[l], vws[l], acts[l], alpha)
+        weight_grad(hws[l], hbs[l], x if l == 0 else out[l - 1], rdpre[l])
+        if l > 0:
+            weight_grad(hws[l], none1, rout[l - 1], dpre[l])
+        if l2[l] != 0.0:
+            hw, vw, c = hws[l], vws[l], _typed(hv, 2.0 * l2[l])
+            for i in range(hw.shape[0]):
+                for j in range(hw.shape[1]):
+                    hw[i, j] += c * vw[i, j]
+    return total
+
+
+# ---- convex solvers and sparse products
+# The per-sample parts of fastnn's convex solvers and the products of a sparse X (CSR arrays
+# data, indices, indptr; a CSC matrix is the CSR of its transpose, so X.T @ R is csr_matmul on
+# those) with dense matrices. Dense products go through BLAS in fastnn.linear_model; the row
+# loops here split rows across threads (prange) only where rows are independent, and never
+# run while BLAS does, so the two thread pools do not oversubscribe the cores.
+from numba import prange  # noqa: E402  (this section's own import, kept beside its users)
+
+@njit(cache=True, inline="always")
+def _csr_row_product(out, data, indices, indptr, w, i, zero):
+    row = out[i]
+    for k in range(w.shape[1]):
+        row[k] = zero
+    for p in range(indptr[i], indptr[i + 1]):
+        v = data[p]
+        wj = w[indices[p]]
+        for k in range(w.shape[1]):
+            row[k] += v * wj[k]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def csr_matmul(out, data, indices, indptr, w):
+    """out = X @ w, one row of X at a time (a gather), on one thread: the form for small
+    products, where waking a thread pool costs more than the product (csr_matmul_parallel
+    for large ones)."""
+    zero = _typed(out, 0.0)
+    for i in range(out.shape[0]):
+        _csr_row_product(out, data, indices, indptr, w, i, zero)
+
+
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def csr_matmul_parallel(out, data, indices, indptr, w):
+    """csr_matmul with the rows split across numba's threads (prange): rows are independent,
+    so no reduction and the same numbers as csr_matmul, bit for bit."""
+    zero = _typed(out, 0.0)
+    for i in prange(out.shape[0]):
+        _csr_row_product(out, data, indices, indptr, w, i, zero)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def csr_weighted_gram(out, data, indices, indptr, d):
+    """out = Xᵀ diag(d) X, row by row as Σ_i d_i x_i x_iᵀ over each row's non-zeros (nnz_i²/2
+    work a row): for the small-D Newton solves, where out is cheap to hold. Sorted indices
+    (canonical CSR, as fastnn hands it over) put each pair in the upper triangle, which is
+    then mirrored, so out is exactly symmetric."""
+    zero = _typed(out, 0.0)
+    for a in range(out.shape[0]):
+        for c in range(out.shape[1]):
+            out[a, c] = zero
+    for i in range(indptr.shape[0] - 1):
+        di = d[i]
+        for p in range(indptr[i], indptr[i + 1]):
+            vp = di * data[p]
+            r = out[indices[p]]
+            for q in range(p, indptr[i + 1]):
+                r[indices[q]] += vp * data[q]
+    for a in range(out.shape[0]):
+        for c in range(a):
+            out[a, c] = out[c, a]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def logistic_loss_grad(dz, hw, z, y, sample_weight):
+    """One pass: σ(y z) in its stable form, then dz, hw and log(1 + exp(−y z)) from it."""
+    one = _typed(dz, 1.0)
+    zero = _typed(dz, 0.0)
+    total = 0.0
+    for i in range(z.shape[0]):
+        yz = y[i] * z[i]
+        s = _sigmoid(yz, one)
+        sw = sample_weight[i]
+        dz[i] = sw * (s - one) * y[i]
+        hw[i] = sw * s * (one - s)
+        total += float(sw) * float(_softplus(-yz, zero, one))
+    return total
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def softmax_loss_grad(dz, p, z, labels, sample_weight):
+    """Row by row: the row max is subtracted so exp never overflows; p, dz from the same
+    exponentials."""
+    total = 0.0
+    k_cls = z.shape[1]
+    for i in range(z.shape[0]):
+        m = z[i, 0]
+        for k in range(1, k_cls):
+            m = max(m, z[i, k])
+        acc = _typed(z, 0.0)
+        for k in range(k_cls):
+            e = math.exp(z[i, k] - m)
+            p[i, k] = e
+            acc += e
+        inv = _typed(z, 1.0) / acc
+        sw = sample_weight[i]
+        y = labels[i]
+        for k in range(k_cls):
+            p[i, k] *= inv
+            dz[i, k] = sw * p[i, k]
+        dz[i, y] -= sw
+        total += float(sw) * (float(m) + math.log(float(acc)) - float(z[i, y]))
+    return total
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def softmax_hessian_rows(r, p, u, sample_weight):
+    """r_i = s_i (p_i ⊙ u_i − p_i (p_i · u_i)), one row at a time."""
+    for i in range(r.shape[0]):
+        pu = _typed(r, 0.0)
+        for k in range(r.shape[1]):
+            pu += p[i, k] * u[i, k]
+        sw = sample_weight[i]
+        for k in range(r.shape[1]):
+            r[i, k] = sw * p[i, k] * (u[i, k] - pu)
+
+
+@njit(cache=True, inline="always")
+def _svm_pg(g, a, u, pg_max_old, pg_min_old):
+    """The projected gradient of dual coordinate a in [0, u] with gradient g, and whether the
+    coordinate is shrunk away (at a bound and pushed further out than last pass's extremes)."""
+    if a == 0.0:
+        return min(g, 0.0), g > pg_max_old
+    if a == u:
+        return max(g, 0.0), g < pg_min_old
+    return g, False
+
+
+@njit(cache=True, inline="always")
+def _svm_pass_end(pg_max, pg_min, tol, active, n_active, olds):
+    """liblinear's end-of-pass test: returns (stop, active, pg_max_old, pg_min_old)."""
+    if pg_max - pg_min <= tol:
+        if active == n_active:
+            return True, active, olds[0], olds[1]
+        return False, n_active, math.inf, -math.inf
+    return (False, active, pg_max if pg_max > 0.0 else math.inf,
+            pg_min if pg_min < 0.0 else -math.inf)
+
+
+@njit(cache=True, inline="always")
+def _row_dot(w, x, data, indices, indptr, i, dense):
+    """w[:D] · x_i in float64, x_i a row of dense x or of the CSR arrays."""
+    acc = 0.0
+    if dense:
+        xi = x[i]
+        for j in range(xi.shape[0]):
+            acc += float(w[j]) * float(xi[j])
+    else:
+        for p in range(indptr[i], indptr[i + 1]):
+            acc += float(w[indices[p]]) * float(data[p])
+    return acc
+
+
+@njit(cache=True, inline="always")
+def _row_axpy(w, step, x, data, indices, indptr, i, dense):
+    """w[:D] += step · x_i (step already in w's dtype)."""
+    if dense:
+        xi = x[i]
+        for j in range(xi.shape[0]):
+            w[j] += step * xi[j]
+    else:
+        for p in range(indptr[i], indptr[i + 1]):
+            w[indices[p]] += step * data[p]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _svm_dual_cd(w, alpha, x, data, indices, indptr, dense, y, upper, diag, bias, tol,
+                 max_iter, seed):
+    """liblinear's solve_l2r_l1l2_svc over dense or CSR rows: each coordinate step is one
+    row dot product and one row axpy; shrinking skips coordinates stuck at a bound."""
+    np.random.seed(seed)
+    n = alpha.shape[0]
+    d = w.shape[0] - 1
+    qd = np.empty(n)
+    index = np.empty(n, np.int64)
+    n_active = 0
+    for i in range(n):
+        acc = diag[i] + bias * bias  # Q_ii = diag_i + ||[x_i, bias]||²
+        if dense:
+            for j in range(d):
+                acc += float(x[i, j]) * float(x[i, j])
+        else:
+            for p in range(indptr[i], indptr[i + 1]):
+                acc += float(data[p]) * float(data[p])
+        qd[i] = acc
+        if upper[i] > 0.0:  # a box [0, 0] (weight 0) never moves
+            index[n_active] = i
+            n_active += 1
+    active = n_active
+    pg_max_old, pg_min_old = math.inf, -math.inf
+    it = 0
+    while it < max_iter:
+        pg_max, pg_min = -math.inf, math.inf
+        for s in range(active - 1, 0, -1):  # Fisher-Yates over the active set
+            t = np.random.randint(0, s + 1)
+            index[s], index[t] = index[t], index[s]
+        s = 0
+        while s < active:
+            i = index[s]
+            z = _row_dot(w, x, data, indices, indptr, i, dense) + float(w[d]) * bias
+            g = y[i] * z - 1.0 + alpha[i] * diag[i]
+            pg, shrink = _svm_pg(g, alpha[i], upper[i], pg_max_old, pg_min_old)
+            if shrink:
+                active -= 1
+                index[s], index[active] = index[active], index[s]
+                continue
+            pg_max, pg_min = max(pg_max, pg), min(pg_min, pg)
+            if abs(pg) > 1e-12:
+                old = alpha[i]
+                alpha[i] = min(max(old - g / qd[i], 0.0), upper[i])
+                step = (alpha[i] - old) * y[i]
+                _row_axpy(w, _typed(w, step), x, data, indices, indptr, i, dense)
+                w[d] += _typed(w, step * bias)
+            s += 1
+        it += 1
+        stop, active, pg_max_old, pg_min_old = _svm_pass_end(
+            pg_max, pg_min, tol, active, n_active, (pg_max_old, pg_min_old))
+        if stop:
+            break
+    return it
+
+
+@njit(cache=True)
+def svm_dual_cd(w, alpha, x, y, upper, diag, bias, tol, max_iter, seed):
+    """_svm_dual_cd over the rows of dense x."""
+    no_data = np.empty(0, x.dtype)
+    no_index = np.empty(0, np.int64)
+    return _svm_dual_cd(w, alpha, x, no_data, no_index, no_index, True, y, upper, diag, bias,
+                        tol, max_iter, seed)
+
+
+@njit(cache=True)
+def svm_dual_cd_csr(w, alpha, data, indices, indptr, y, upper, diag, bias, tol, max_iter,
+                    seed):
+    """_svm_dual_cd over CSR rows: a coordinate step costs the row's non-zeros."""
+    no_x = np.empty((0, 0), data.dtype)
+    return _svm_dual_cd(w, alpha, no_x, data, indices, indptr, False, y, upper, diag, bias,
+                        tol, max_iter, seed)
+
+
+@njit(cache=True, inline="always")
+def _perceptron_step(z, y):
+    """Seed 001's decision for one sample with scores z (K,): returns (mistake, ŷ, sign).
+    Binary (K = 1): a mistake at y z <= 0, y = ±1 from the label 1 / 0. K classes: unless y is
+    the unique argmax (a tie is a mistake), ŷ = the first argmax other than y."""
+    if z.shape[0] == 1:
+        s = 1.0 if y == 1 else -1.0
+        return s * z[0] <= 0.0, 0, s
+    pred = -1
+    for k in range(z.shape[0]):
+        if k != y and (pred < 0 or z[k] > z[pred]):
+            pred = k
+    return z[pred] >= z[y], pred, 1.0
+
+
+@njit(cache=True)
+def _perceptron_epoch(w, b, x, data, indices, indptr, dense, labels, order, use_bias):
+    """Scores with one row dot product per class; on a mistake one or two row axpys."""
+    n_cls = w.shape[0]
+    z = np.empty(n_cls)
+    mistakes = 0
+    for t in range(order.shape[0]):
+        i = order[t]
+        for k in range(n_cls):
+            z[k] = _row_dot(w[k], x, data, indices, indptr, i, dense)
+            if use_bias:
+                z[k] += float(b[k])
+        y = labels[i]
+        wrong, pred, s = _perceptron_step(z, y)
+        if not wrong:
+            continue
+        mistakes += 1
+        up = 0 if n_cls == 1 else y
+        _row_axpy(w[up], _typed(w, s), x, data, indices, indptr, i, dense)
+        if use_bias:
+            b[up] += _typed(b, s)
+        if n_cls > 1:
+            _row_axpy(w[pred], _typed(w, -1.0), x, data, indices, indptr, i, dense)
+            if use_bias:
+                b[pred] -= _typed(b, 1.0)
+    return mistakes
+
+
+@njit(cache=True)
+def perceptron_epoch(w, b, x, labels, order, use_bias):
+    """_perceptron_epoch over the rows of dense x."""
+    no_index = np.empty(0, np.int64)
+    return _perceptron_epoch(w, b, x, np.empty(0, x.dtype), no_index, no_index, True, labels,
+                             order, use_bias)
+
+
+@njit(cache=True)
+def perceptron_epoch_csr(w, b, data, indices, indptr, labels, order, use_bias):
+    """_perceptron_epoch over CSR rows: each score and update costs the row's non-zeros."""
+    return _perceptron_epoch(w, b, np.empty((0, 0), data.dtype), data, indices, indptr, False,
+                             labels, order, use_bias)
+
+
+# ---- kernel SVM
+# N = training samples, F = features, M = query rows, R = cached kernel rows
+# The SMO solver of fastnn.svm.SVC, libsvm's design: WSS3 pairs, shrinking, an LRU cache of
+# kernel rows. Kernel rows are computed over the active columns only and, above
+# _SVM_PAR_WORK multiply-adds, split over the cores (prange): a row is the solver's one
+# O(N F) step, the rest of an iteration is O(N). Measured on the shared 2-core machine (load
+# ~10): the per-row parallel regions lost 5x to one thread at 20,000 samples, since each
+# region waits for a descheduled second thread; numba.set_num_threads(1) (or
+# NUMBA_NUM_THREADS=1) turns them off.
+
+from numba import prange  # noqa: E402,F811  (this section's own imports, beside their users)
+from .codes import SVM_LINEAR, SVM_POLY, SVM_PRECOMPUTED, SVM_RBF  # noqa: E402
+
+_SVM_TAU = 1e-12  # libsvm's TAU: the curvature used when a pair's is not positive
+_SVM_PAR_WORK = 1 << 18  # below this many multiply-adds a row is not worth a parallel region
+
+
+@njit(cache=True, inline="always")
+def _svm_from_dot(dot, sq_a, sq_b, kernel, gamma, coef0, degree, zero):
+    """k(a, b) from a . b (and the squared norms, for rbf), in dot's dtype."""
+    if kernel == SVM_LINEAR:
+        return dot
+    if kernel == SVM_POLY:
+        return (gamma * dot + coef0) ** degree
+    if kernel == SVM_RBF:
+        return math.exp(-gamma * max(sq_a + sq_b - (dot + dot), zero))
+    return math.tanh(gamma * dot + coef0)  # SVM_SIGMOID
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def svm_kernel(out, a, b, a_sq, b_sq, kernel, gamma, coef0, degree):
+    """out = k(a, b) (kernels.reference.svm_kernel): the products a @ b.T as one BLAS gemm
+    straight into out, then the kernel applied in place in one pass."""
+    m, n = out.shape
+    if m == 0 or n == 0:
+        return
+    _gemm(a, b.T, out, 1.0, 0.0)
+    if kernel == SVM_LINEAR:
+        return
+    g, c0, zero = _typed(out, gamma), _typed(out, coef0), _typed(out, 0.0)
+    deg = _typed(out, degree)
+    for r in range(m):
+        for k in range(n):
+            out[r, k] = _svm_from_dot(out[r, k], a_sq[r], b_sq[k], kernel, g, c0, deg, zero)
+
+
+@njit(cache=True, inline="always")
+def _svm_entry(x, x_sq, i, k, kernel, gamma, coef0, degree, zero):
+    if kernel == SVM_PRECOMPUTED:
+        return x[i, k]
+    dot = zero
+    for f in range(x.shape[1]):
+        dot += x[i, f] * x[k, f]
+    return _svm_from_dot(dot, x_sq[i], x_sq[k], kernel, gamma, coef0, degree, zero)
+
+
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
+def _svm_row_parallel(row, x, x_sq, i, cols, n_cols, kernel, gamma, coef0, degree):
+    zero = _typed(x, 0.0)
+    for p in prange(n_cols):
+        k = cols[p]
+        row[k] = _svm_entry(x, x_sq, i, k, kernel, gamma, coef0, degree, zero)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _svm_row(row, x, x_sq, i, cols, n_cols, kernel, gamma, coef0, degree):
+    """row[cols[:n_cols]] = k(x_i, x_cols): one GEMV over the active rows of x (and the
+    squared norms for rbf), on every core when it is big enough to pay for the threads."""
+    if n_cols * x.shape[1] >= _SVM_PAR_WORK:
+        _svm_row_parallel(row, x, x_sq, i, cols, n_cols, kernel, gamma, coef0, degree)
+        return
+    zero = _typed(x, 0.0)
+    for p in range(n_cols):
+        k = cols[p]
+        row[k] = _svm_entry(x, x_sq, i, k, kernel, gamma, coef0, degree, zero)
+
+
+@njit(cache=True)
+def _svm_gradient(grad, y, row_i, row_j, ci, cj, cols, n_cols):
+    """G_k += Q_ik da_i + Q_jk da_j over the active k; ci = y_i da_i, cj = y_j da_j. One
+    pass of O(N) memory traffic: not worth a parallel region at any size measured."""
+    for p in range(n_cols):
+        k = cols[p]
+        grad[k] += y[k] * (ci * row_i[k] + cj * row_j[k])
+
+
+@njit(cache=True, parallel=True)
+def _svm_reconstruct(grad, grad_bar, alpha, x, x_sq, y, c, active, n_active, kernel, gamma,
+                     coef0, degree):
+    """The gradient of the shrunk variables, rebuilt from grad_bar (the part of it from the
+    alphas at their upper bound) and the free alphas: G_k = Gbar_k - 1 + sum_free a_i Q_ik."""
+    n = x.shape[0]
+    zero = _typed(x, 0.0)
+    n_free = 0
+    free = np.empty(n_active, np.int64)  # once per reconstruction, not per iteration
+    for p in range(n_active):
+        i = active[p]
+        if 0.0 < alpha[i] < c[i]:
+            free[n_free] = i
+            n_free += 1
+    for p in prange(n - n_active):
+        k = active[n_active + p]
+        g = grad_bar[k] - 1.0
+        for q in range(n_free):
+            i = free[q]
+            g += alpha[i] * y[i] * y[k] * _svm_entry(x, x_sq, i, k, kernel, gamma, coef0,
+                                                     degree, zero)
+        grad[k] = g
+
+
+@njit(cache=True)
+def _svm_cached_row(cache, slot_of, row_in, slot_full, slot_era, last_used, clock, i, full,
+                    era, x, x_sq, active, n_active, kernel, gamma, coef0, degree):
+    """The cache slot holding k(x_i, .) over the active columns (all N with `full`): a hit if
+    the row is there and was computed over a superset of them, else the least recently used
+    slot is refilled. A row computed while shrunk covers every later active set until the
+    set grows back (era counts those growths)."""
+    s = slot_of[i]
+    if s >= 0 and (slot_full[s] or (not full and slot_era[s] == era)):
+        last_used[s] = clock
+        return s
+    n = x.shape[0]
+    if s >= 0 and full and slot_era[s] == era:
+        # valid over the active columns: only the shrunk ones are missing (libsvm's get_Q
+        # extends a row the same way)
+        _svm_row(cache[s], x, x_sq, i, active[n_active:], n - n_active, kernel, gamma, coef0,
+                 degree)
+        slot_full[s] = True
+        last_used[s] = clock
+        return s
+    if s < 0:
+        s = 0
+        for t in range(1, last_used.shape[0]):
+            if last_used[t] < last_used[s]:
+                s = t
+        if row_in[s] >= 0:
+            slot_of[row_in[s]] = -1
+        row_in[s], slot_of[i] = i, s
+    if full:
+        _svm_row(cache[s], x, x_sq, i, active, n, kernel, gamma, coef0, degree)
+    else:
+        _svm_row(cache[s], x, x_sq, i, active, n_active, kernel, gamma, coef0, degree)
+    slot_full[s] = full or n_active == n
+    slot_era[s] = era
+    last_used[s] = clock
+    return s
+
+
+@njit(cache=True, inline="always")
+def _svm_up(yt, at, ct):
+    """t in I_up: y_t alpha_t can grow."""
+    return at < ct if yt > 0 else at > 0.0
+
+
+@njit(cache=True, inline="always")
+def _svm_low(yt, at, ct):
+    """t in I_low: y_t alpha_t can shrink."""
+    return at > 0.0 if yt > 0 else at < ct
+
+
+@njit(cache=True)
+def _svm_violations(grad, alpha, y, c, active, n_active):
+    """(max of -y G over I_up, max of y G over I_low) over the active set."""
+    g_up, g_low = -np.inf, -np.inf
+    for p in range(n_active):
+        t = active[p]
+        v = -y[t] * grad[t]
+        if _svm_up(y[t], alpha[t], c[t]) and v > g_up:
+            g_up = v
+        if _svm_low(y[t], alpha[t], c[t]) and -v > g_low:
+            g_low = -v
+    return g_up, g_low
+
+
+@njit(cache=True, inline="always")
+def _svm_shrinkable(t, grad, alpha, y, c, g_up, g_low):
+    """libsvm's be_shrunk: a bound alpha whose violation cannot become the maximal one."""
+    v = -y[t] * grad[t]
+    if alpha[t] >= c[t]:
+        return v > g_up if y[t] > 0 else -v > g_low
+    if alpha[t] <= 0.0:
+        return -v > g_low if y[t] > 0 else v > g_up
+    return False
+
+
+@njit(cache=True)
+def _svm_select(grad, alpha, y, c, diag, active, n_active, tol, cache, slot_of, row_in,
+                slot_full, slot_era, last_used, clock, era, x, x_sq, kernel, gamma, coef0,
+                degree):
+    """WSS3 over the active set: i the maximal violator in I_up, j the partner in I_low with
+    the largest second-order decrease b^2 / a. Returns (i, j, the cache slot of row i,
+    optimal: the maximal violation is below tol)."""
+    i, g_max = -1, -np.inf
+    for p in range(n_active):
+        t = active[p]
+        if _svm_up(y[t], alpha[t], c[t]) and -y[t] * grad[t] >= g_max:
+            i, g_max = t, -y[t] * grad[t]
+    if i < 0:
+        return -1, -1, -1, True
+    si = _svm_cached_row(cache, slot_of, row_in, slot_full, slot_era, last_used, clock, i,
+                         False, era, x, x_sq, active, n_active, kernel, gamma, coef0, degree)
+    row_i = cache[si]
+    j, g_max2, best = -1, -np.inf, np.inf
+    for p in range(n_active):
+        t = active[p]
+        if not _svm_low(y[t], alpha[t], c[t]):
+            continue
+        yg = y[t] * grad[t]
+        if yg >= g_max2:
+            g_max2 = yg
+        b = g_max + yg
+        if b > 0.0:
+            a = diag[i] + diag[t] - 2.0 * row_i[t]
+            score = -(b * b) / (a if a > 0.0 else _SVM_TAU)
+            if score <= best:
+                j, best = t, score
+    return i, j, si, g_max + g_max2 < tol or j < 0
+
+
+@njit(cache=True, inline="always")
+def _svm_pair_step(a_i, a_j, g_i, g_j, y_i, y_j, c_i, c_j, k_ii_jj, k_ij):
+    """The pair's two-variable problem along y_i a_i + y_j a_j = const, clipped to the box
+    as libsvm clips it: whichever alpha crosses a bound is set to it exactly (computing it as
+    the other plus the constant could leave it an ulp inside, where it would be picked as a
+    violator again and again without moving)."""
+    q = k_ii_jj - 2.0 * k_ij  # the curvature along the line, K_ii + K_jj - 2 K_ij
+    q = q if q > 0.0 else _SVM_TAU
+    if y_i != y_j:
+        delta = (-g_i - g_j) / q
+        diff = a_i - a_j
+        a_i += delta
+        a_j += delta
+        if diff > 0.0:
+            if a_j < 0.0:
+                a_j, a_i = 0.0, diff
+        elif a_i < 0.0:
+            a_i, a_j = 0.0, -diff
+        if diff > c_i - c_j:
+            if a_i > c_i:
+                a_i, a_j = c_i, c_i - diff
+        elif a_j > c_j:
+            a_j, a_i = c_j, c_j + diff
+    else:
+        delta = (g_i - g_j) / q
+        total = a_i + a_j
+        a_i -= delta
+        a_j += delta
+        if total > c_i:
+            if a_i > c_i:
+                a_i, a_j = c_i, total - c_i
+        elif a_j < 0.0:
+            a_j, a_i = 0.0, total
+        if total > c_j:
+            if a_j > c_j:
+                a_j, a_i = c_j, total - c_j
+        elif a_i < 0.0:
+            a_i, a_j = 0.0, total
+    return a_i, a_j
+
+
+@njit(cache=True, nogil=True)
+def svm_smo(alpha, x, x_sq, y, c, kernel, gamma, coef0, degree, tol, max_iter, cache,
+            shrinking):
+    """SMO with WSS3 (kernels.reference.svm_smo), as libsvm's Solver does it: the gradient
+    G = Q alpha - 1 is kept up to date over the active set; every min(N, 1000) iterations the
+    bound alphas that cannot violate the KKT conditions any more are shrunk out of it, and
+    when the violation first falls below 10 tol the whole gradient is rebuilt and the set
+    grows back once (libsvm's unshrink); grad_bar (the gradient's part from the alphas at
+    their upper bound) makes the rebuilding O(shrunk x free). Kernel rows live in `cache`,
+    (R, N) of any float dtype (R >= 2; float32 as libsvm's Qfloat halves the memory), LRU.
+    x, x_sq float64 or float32; alpha, y, c float64. Returns (rho, n_iter, converged).
+    Releases the GIL: one-vs-one fits solve their pairs on several Python threads."""
+    n = x.shape[0]
+    n_slots = cache.shape[0]
+    g, c0, deg = _typed(x, gamma), _typed(x, coef0), _typed(x, degree)
+    zero = _typed(x, 0.0)
+    diag = np.empty(n)
+    for t in range(n):
+        diag[t] = _svm_entry(x, x_sq, t, t, kernel, g, c0, deg, zero)
+    grad = np.full(n, -1.0)
+    grad_bar = np.zeros(n)
+    active = np.arange(n)
+    n_active = n
+    slot_of = np.full(n, -1)
+    row_in = np.full(n_slots, -1)
+    slot_full = np.zeros(n_slots, np.bool_)
+    slot_era = np.zeros(n_slots, np.int64)
+    last_used = np.full(n_slots, -1)
+    for t in range(n):
+        alpha[t] = 0.0
+    era, clock, it = 0, 0, 0
+    unshrunk = False
+    counter = min(n, 1000) + 1
+    converged = False
+    while it < max_iter:
+        counter -= 1
+        if counter == 0:
+            counter = min(n, 1000)
+            if shrinking:
+                g_up, g_low = _svm_violations(grad, alpha, y, c, active, n_active)
+                if not unshrunk and g_up + g_low <= 10.0 * tol:
+                    unshrunk = True
+                    _svm_reconstruct(grad, grad_bar, alpha, x, x_sq, y, c, active, n_active,
+                                     kernel, g, c0, deg)
+                    n_active = n
+                    era += 1
+                p = 0
+                while p < n_active:
+                    if _svm_shrinkable(active[p], grad, alpha, y, c, g_up, g_low):
+                        n_active -= 1
+                        active[p], active[n_active] = active[n_active], active[p]
+                    else:
+                        p += 1
+        clock += 1
+        i, j, si, optimal = _svm_select(grad, alpha, y, c, diag, active, n_active, tol, cache,
+                                        slot_of, row_in, slot_full, slot_era, last_used,
+                                        clock, era, x, x_sq, kernel, g, c0, deg)
+        if optimal and n_active < n:
+            # optimal on the shrunk set: rebuild the whole gradient and look again there
+            _svm_reconstruct(grad, grad_bar, alpha, x, x_sq, y, c, active, n_active, kernel,
+                             g, c0, deg)
+            n_active = n
+            era += 1
+            clock += 1
+            i, j, si, optimal = _svm_select(grad, alpha, y, c, diag, active, n_active, tol,
+                                            cache, slot_of, row_in, slot_full, slot_era,
+                                            last_used, clock, era, x, x_sq, kernel, g, c0, deg)
+            counter = 1  # shrink again after this step, as libsvm does
+        if optimal:
+            converged = True
+            break
+        it += 1
+        clock += 1
+        sj = _svm_cached_row(cache, slot_of, row_in, slot_full, slot_era, last_used, clock, j,
+                             False, era, x, x_sq, active, n_active, kernel, g, c0, deg)
+        row_i, row_j = cache[si], cache[sj]
+        old_i, old_j = alpha[i], alpha[j]
+        new_i, new_j = _svm_pair_step(old_i, old_j, grad[i], grad[j], y[i], y[j], c[i], c[j],
+                                      diag[i] + diag[j], row_i[j])
+        alpha[i], alpha[j] = new_i, new_j
+        _svm_gradient(grad, y, row_i, row_j, y[i] * (new_i - old_i), y[j] * (new_j - old_j),
+                      active, n_active)
+        # ---- grad_bar follows the alphas that reach or leave their upper bound; it needs
+        # their whole rows
+        if shrinking:
+            for t, old in ((i, old_i), (j, old_j)):
+                was_up, is_up = old >= c[t], alpha[t] >= c[t]
+                if was_up != is_up:
+                    clock += 1
+                    s = _svm_cached_row(cache, slot_of, row_in, slot_full, slot_era, last_used,
+                                        clock, t, True, era, x, x_sq, active, n_active, kernel,
+                                        g, c0, deg)
+                    w = c[t] * y[t] if is_up else -c[t] * y[t]
+                    row = cache[s]
+                    for k in range(n):
+                        grad_bar[k] += w * y[k] * row[k]
+    if n_active < n:
+        _svm_reconstruct(grad, grad_bar, alpha, x, x_sq, y, c, active, n_active, kernel, g, c0,
+                         deg)
+    return _svm_rho_cpu(alpha, grad, y, c), it, converged
+
+
+@njit(cache=True)
+def _svm_rho_cpu(alpha, grad, y, c):
+    """kernels.reference._svm_rho."""
+    ub, lb = np.inf, -np.inf
+    n_free, total = 0, 0.0
+    for t in range(alpha.shape[0]):
+        yg = y[t] * grad[t]
+        if alpha[t] >= c[t]:
+            if y[t] < 0:
+                ub = min(ub, yg)
+            else:
+                lb = max(lb, yg)
+        elif alpha[t] <= 0.0:
+            if y[t] > 0:
+                ub = min(ub, yg)
+            else:
+                lb = max(lb, yg)
+        else:
+            n_free += 1
+            total += yg
+    if n_free > 0:
+        return total / n_free
+    return (ub + lb) / 2.0

@@ -34,6 +34,7 @@ holds their buffers, allocated once.
 import collections
 import contextlib
 import math
+import warnings
 
 import numba
 import numpy as np
@@ -163,6 +164,32 @@ def _row_max_logsum(z, row, k_end, buf, ty, lane, neg_inf, zero):
     return m, _log_or_zero(_row_sum(buf, ty, lane, s), k_end)
 
 
+# ---- dropout: kernels.reference.dropout_mask's hash (kernels.codes.splitmix64), on the device
+_splitmix64 = cuda.jit(device=True, inline="always")(codes.splitmix64)
+
+
+@cuda.jit(device=True, inline="always")
+def _dropout_factor(key, sample, layer, j, thresh, scale, zero):
+    """scale if unit j of `layer`'s input is kept for `sample` (key = splitmix64(seed)), else
+    zero: two splitmix64 rounds, all in uint64, so float32 kernels stay float32."""
+    row = _splitmix64(key ^ np.uint64(sample))
+    h = _splitmix64(row ^ ((np.uint64(layer) << codes.LAYER_SHIFT) | np.uint64(j)))
+    return scale if (h >> codes.UNIT_SHIFT) >= thresh else zero
+
+
+@contextlib.contextmanager
+def _hash_wraps_quietly():
+    """In Numba's simulator the hash runs on NumPy uint64 scalars, which warn where the GPU
+    (and splitmix64 by design) wraps around: silence exactly that warning during a launch."""
+    if not numba.config.ENABLE_CUDASIM:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "overflow encountered in scalar", RuntimeWarning,
+                                r".*kernels\.codes$")
+        yield
+
+
 # --------------------------------------------------------------------------- kernel factory
 
 def _build(dtype):
@@ -174,6 +201,8 @@ def _build(dtype):
     A2 = numba.types.Array(nb, 2, "C")
     L1 = numba.types.Array(numba.int64, 1, "C")
     INT, BOOL = numba.int64, numba.boolean
+    U64, U1 = numba.uint64, numba.types.Array(numba.uint64, 1, "C")
+    U0 = np.uint64(0)
     builds = []  # (name, python function, argument types) for the PTX check
 
     def kernel(*argtypes):
@@ -462,8 +491,9 @@ def _build(dtype):
 
     @kernel(A2, A1, A2, L1, A1, BOOL)
     def multiclass_perceptron(dz, per, z, labels, sample_weight, mean):
-        """max_j z_j - z_y; the first argmax, found lane-wise then across lanes (ties to the
-        lower index); on a mistake lane 0 writes +1 at the argmax and -1 at y."""
+        """max_j z_j - z_y; on a mistake (y is not the unique argmax: a tie is a mistake, seed
+        001) lane 0 writes +1 at the first argmax among the classes other than y (found
+        lane-wise, then across lanes, ties to the lower index) and -1 at y."""
         vbuf = cuda.shared.array((ROWS, WARP), nb)
         ibuf = cuda.shared.array((ROWS, WARP), numba.int64)
         lane, ty = cuda.threadIdx.x, cuda.threadIdx.y
@@ -471,10 +501,11 @@ def _build(dtype):
         row = cuda.blockIdx.x * ROWS + ty
         valid = row < n_rows
         k_end = z.shape[1] if valid else 0
+        y = labels[row] if valid else -1
         best = NEG_INF
         arg = -1
         for k in range(lane, k_end, WARP):
-            if arg < 0 or z[row, k] > best:
+            if k != y and (arg < 0 or z[row, k] > best):
                 best = z[row, k]
                 arg = k
             dz[row, k] = ZERO
@@ -494,16 +525,17 @@ def _build(dtype):
             s //= 2
         if valid and lane == 0:
             pred = ibuf[ty, 0]
-            y = labels[row]
             scale = ONE
             if sample_weight.shape[0] > 0:
                 scale = sample_weight[row]
             if mean:
                 scale = scale / nb(n_rows)
-            if pred != y:
+            top = z[row, y]
+            if pred >= 0 and z[row, pred] >= z[row, y]:
                 dz[row, pred] = scale
                 dz[row, y] = -scale
-            per[row] = (z[row, pred] - z[row, y]) * scale
+                top = z[row, pred]
+            per[row] = (top - z[row, y]) * scale
 
     @kernel(A1, A1)
     def sum_into(total, per):
@@ -567,6 +599,55 @@ def _build(dtype):
             m[i] = mi
             v[i] = vi
             params[i] = p - step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps)
+
+    @kernel(A1, A1, A1, A1, nb, nb, nb, nb, nb, nb)
+    def rmsprop_update(params, grads, v, buf, lr, rho, c, momentum, eps, wd):
+        """c = 1 - rho, computed once on the host; buf untouched when momentum == 0."""
+        i = cuda.grid(1)
+        if i < params.shape[0]:
+            g = grads[i] + wd * params[i]
+            vi = rho * v[i] + c * g * g
+            v[i] = vi
+            step = g / (math.sqrt(vi) + eps)
+            if momentum != ZERO:
+                step = momentum * buf[i] + step
+                buf[i] = step
+            params[i] -= lr * step
+
+    @kernel(A1, A1, A1, nb, nb, nb)
+    def adagrad_update(params, grads, s, clr, eps, wd):
+        """clr = lr / (1 + (t - 1) lr_decay), computed once on the host."""
+        i = cuda.grid(1)
+        if i < params.shape[0]:
+            g = grads[i] + wd * params[i]
+            si = s[i] + g * g
+            s[i] = si
+            params[i] -= clr * g / (math.sqrt(si) + eps)
+
+    # ----------------------------------------------------------------- dropout
+
+    @kernel(A2, L1, U64, INT, U64, nb)
+    def dropout_mask(mask, rows, key, layer, thresh, scale):
+        """mask[r, j] = scale or 0 for sample rows[r] (kernels.reference.dropout_mask), one
+        thread per element; key = splitmix64(seed) and thresh come from the host."""
+        i = cuda.grid(1)
+        cols = mask.shape[1]
+        if i < mask.shape[0] * cols:
+            r = i // cols
+            j = i - r * cols
+            mask[r, j] = _dropout_factor(key, rows[r], layer, j, thresh, scale, ZERO)
+
+    @kernel(A2, A2, L1, INT, U64, INT, U64, nb)
+    def dropout_rows(dst, src, order, start, key, layer, thresh, scale):
+        """dst[r, j] = src[r, j] * `layer`'s mask of sample order[start + r] (dst may be
+        src): the per-layer path's masked inputs, and its dx on the way down."""
+        i = cuda.grid(1)
+        cols = dst.shape[1]
+        if i < dst.shape[0] * cols:
+            r = i // cols
+            j = i - r * cols
+            dst[r, j] = src[r, j] * _dropout_factor(key, order[start + r], layer, j, thresh,
+                                                    scale, ZERO)
 
     # ----------------------------------------------------------------- device-fit helpers
     # the small kernels of fastnn.cuda_backend's device-resident fit (batch gathers, the
@@ -658,12 +739,14 @@ def _build(dtype):
     # ----------------------------------------------------------------- the mini-batch epoch
     # the kernels minibatch_epoch launches besides the layer, loss and optimizer kernels
 
-    @kernel(A2, L1, A2, A1, A2, L1, A2, A1, L1, INT, INT)
-    def gather_batch(xb, lb, tb, swb, x, labels, targets, sample_weight, order, start, m):
+    @kernel(A2, L1, A2, A1, A2, L1, A2, A1, L1, INT, INT, U64, U64, nb)
+    def gather_batch(xb, lb, tb, swb, x, labels, targets, sample_weight, order, start, m,
+                     key, thresh, scale):
         """One batch's rows in one launch: for r < m and s = order[start + r], xb[r] = x[s],
         tb[r] = targets[s], lb[r] = labels[s], swb[r] = sample_weight[s] (each of lb, tb, swb
         skipped when empty). One thread per (row, column) of the row [x | targets | label |
-        weight], so a row's x and targets reads are coalesced."""
+        weight], so a row's x and targets reads are coalesced. Input dropout (thresh > 0)
+        masks xb[r] with layer 0's mask of sample s, so no launch of its own."""
         i = cuda.grid(1)
         nx = xb.shape[1]
         nt = tb.shape[1] if tb.shape[0] > 0 else 0
@@ -673,7 +756,10 @@ def _build(dtype):
             c = i - r * cols
             s = order[start + r]
             if c < nx:
-                xb[r, c] = x[s, c]
+                v = x[s, c]
+                if thresh > U0:
+                    v = v * _dropout_factor(key, s, 0, c, thresh, scale, ZERO)
+                xb[r, c] = v
             elif c < nx + nt:
                 tb[r, c - nx] = targets[s, c - nx]
             elif c == nx + nt:
@@ -860,7 +946,8 @@ class _Counted:
         def counted(*args):  # counted when it launches, wherever it was configured
             for counter in _COUNTERS:
                 counter[self.name] += 1
-            return launch(*args)
+            with _hash_wraps_quietly():
+                return launch(*args)
         return counted
 
     def __getattr__(self, attr):
@@ -1120,6 +1207,74 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, decoup
         t(1.0 - beta2), t(eps), t(weight_decay), t(1.0 - lr * weight_decay), bool(decoupled))
 
 
+def rmsprop_update(params, grads, v, buf, lr, rho, momentum, eps, weight_decay):
+    """One launch over all P parameters; buf is untouched (may be empty) when momentum == 0."""
+    p = params.shape[0]
+    if p > 0:
+        t = lambda value: _typed(params, value)  # noqa: E731
+        _kernel(params, "rmsprop_update")[_blocks(p, BLOCK), BLOCK](
+            params, grads, v, buf, t(lr), t(rho), t(1.0 - rho), t(momentum), t(eps),
+            t(weight_decay))
+
+
+def adagrad_update(params, grads, s, lr, lr_decay, eps, weight_decay, step):
+    """One launch over all P parameters; the decayed rate is one scalar from the host."""
+    p = params.shape[0]
+    if p > 0:
+        t = lambda value: _typed(params, value)  # noqa: E731
+        _kernel(params, "adagrad_update")[_blocks(p, BLOCK), BLOCK](
+            params, grads, s, t(lr / (1.0 + (step - 1) * lr_decay)), t(eps), t(weight_decay))
+
+
+def _optimizer_step(params, grads, state1, state2, opt, hyper, step):
+    """One launch: the update named by opt (kernels.codes), hyper as codes names its slots."""
+    lr, momentum, eps = hyper[codes.HYPER_LR], hyper[codes.HYPER_MOMENTUM], hyper[codes.HYPER_EPS]
+    weight_decay = hyper[codes.HYPER_WEIGHT_DECAY]
+    if opt == codes.OPT_SGD:
+        sgd_update(params, grads, state1, lr, momentum, bool(hyper[codes.HYPER_NESTEROV]),
+                   weight_decay)
+    elif opt == codes.OPT_RMSPROP:
+        rmsprop_update(params, grads, state1, state2, lr, hyper[codes.HYPER_RHO], momentum, eps,
+                       weight_decay)
+    elif opt == codes.OPT_ADAGRAD:
+        adagrad_update(params, grads, state1, lr, hyper[codes.HYPER_LR_DECAY], eps, weight_decay,
+                       step)
+    else:
+        adam_update(params, grads, state1, state2, lr, hyper[codes.HYPER_BETA1],
+                    hyper[codes.HYPER_BETA2], eps, weight_decay,
+                    bool(hyper[codes.HYPER_DECOUPLED]), step)
+
+
+# ---- dropout (host side)
+
+def _dropout_key(seed):
+    """splitmix64 of the seed's 64 bits, the per-epoch constant of every mask."""
+    return codes.splitmix64(np.array([seed], np.int64).view(np.uint64))[0]
+
+
+def _dropout_args(drop, seed, dtype):
+    """(key, per-layer keep thresholds (uint64), per-layer scales (dtype), per-layer
+    flags): what the kernels need to rebuild kernels.reference.dropout_mask's masks."""
+    rates = _host_floats(drop)
+    thresh = np.array([codes.dropout_threshold(r) for r in rates], np.uint64)
+    scales = np.array([codes.dropout_scale(r) for r in rates], dtype)
+    return _dropout_key(seed), thresh, scales, tuple(bool(r > 0.0) for r in rates)
+
+
+def dropout_mask(mask, seed, rows, layer, rate):
+    """mask (N, I) = `layer`'s dropout mask of the samples rows (N,): 1 / (1 - rate) where
+    kept, else 0, bit for bit kernels.reference.dropout_mask's. One launch, one thread per
+    element; host arrays are copied in (and mask back)."""
+    dev = _Staged()
+    mask, rows = dev(mask, written=True), dev(rows, np.int64)
+    n = mask.shape[0] * mask.shape[1]
+    if n > 0:
+        _kernel(mask, "dropout_mask")[_grid(n)](
+            mask, rows, _dropout_key(seed), int(layer), np.uint64(codes.dropout_threshold(rate)),
+            _typed(mask, codes.dropout_scale(rate)))
+    dev.finish()
+
+
 _POINTWISE = {codes.LOSS_BCE: _BCE, codes.LOSS_MSE: _MSE, codes.LOSS_HINGE: _HINGE,
               codes.LOSS_PERCEPTRON: _PERCEPTRON}
 
@@ -1233,12 +1388,17 @@ def _fused_plan(dtype, sizes, stage=True):
 _FUSED_TRAIN = {}
 
 
-def _fused_train_kernel(dtype, sizes, acts, has_bias, loss, stage=True):
+def _fused_train_kernel(dtype, sizes, acts, has_bias, loss, stage=True, drop=None):
     """The fused training kernel for one network shape, built and cached per
-    (dtype, sizes, acts, has_bias, loss, stage); everything but the batch is a compile-time
-    constant. stage=False reads every layer's weights from global memory (tests, benchmarks)."""
+    (dtype, sizes, acts, has_bias, loss, stage, drop); everything but the batch is a
+    compile-time constant. stage=False reads every layer's weights from global memory (tests,
+    benchmarks). drop: per layer, whether its input has dropout (None: none); the hidden
+    layers' masks are applied in the kernel (layer 0's by gather_batch), and a kernel built
+    without any has no dropout code at all."""
+    n_layers = len(sizes) - 1
+    drop = (False,) * n_layers if drop is None else tuple(map(bool, drop))
     key = (np.dtype(dtype).name, tuple(map(int, sizes)), tuple(map(int, acts)),
-           tuple(map(bool, has_bias)), int(loss), bool(stage))
+           tuple(map(bool, has_bias)), int(loss), bool(stage), drop)
     if key in _FUSED_TRAIN:
         return _FUSED_TRAIN[key]
     dtype = np.dtype(dtype).type
@@ -1265,9 +1425,12 @@ def _fused_train_kernel(dtype, sizes, acts, has_bias, loss, stage=True):
     K = FO[L - 1]
     R = MLP_ROWS
     CE = loss == codes.LOSS_SOFTMAX_CE
+    # dropout on layer l + 1's input, i.e. on layer l's output (the last layer's: never)
+    DNEXT = tuple(drop[l + 1] if l < L - 1 else False for l in range(L))
+    HIDDEN_DROP = any(DNEXT)
 
     def fused_mlp_train_step(per, outs, deltas, x, labels, targets, sample_weight, params,
-                             alpha, off, on):
+                             alpha, off, on, order, start, key, thresh, scales):
         buf = cuda.shared.array((2, R, T), nb)  # activations / deltas, ping-pong by layer
         ws = cuda.shared.array(WS, nb)  # the current layer's weights, when staged
         j = cuda.threadIdx.x
@@ -1296,14 +1459,20 @@ def _fused_train_kernel(dtype, sizes, acts, has_bias, loss, stage=True):
                         z = (a0 if q == 0 else (a1 if q == 1 else (a2 if q == 2 else a3))) \
                             + bias
                         v = _act(z, act, alpha, ZERO, ONE)
-                        buf[1 - src, r + q, j] = v
                         row = r0 + r + q
+                        # dropout on the next layer's input: its mask (f) scales both the
+                        # value it reads and h'(z), so the recursion's dx is masked for free
+                        f = ONE
+                        if HIDDEN_DROP and DNEXT[l] and row < n:
+                            f = _dropout_factor(key, order[start + row], l + 1, j, thresh[l + 1],
+                                                scales[l + 1], ZERO)
+                        buf[1 - src, r + q, j] = v * f if HIDDEN_DROP else v
                         if row < n:
                             # h'(z) waits in the delta buffer for the backward pass
-                            deltas[n * DOFF[l] + row * fo + j] = _dact(z, v, act, alpha, ZERO,
-                                                                       ONE)
+                            hd = _dact(z, v, act, alpha, ZERO, ONE)
+                            deltas[n * DOFF[l] + row * fo + j] = hd * f if HIDDEN_DROP else hd
                             if l < L - 1:
-                                outs[n * OOFF[l] + row * fo + j] = v
+                                outs[n * OOFF[l] + row * fo + j] = v * f if HIDDEN_DROP else v
         cuda.syncthreads()
         # ---- the loss gradient at the output, in place: thread r < R takes row r
         p = L % 2
@@ -1379,7 +1548,8 @@ def _fused_train_kernel(dtype, sizes, acts, has_bias, loss, stage=True):
     A1 = numba.types.Array(nb, 1, "C")
     A2 = numba.types.Array(nb, 2, "C")
     L1 = numba.types.Array(numba.int64, 1, "C")
-    sig = (A1, A1, A1, A2, L1, A2, A1, A1, nb, nb, nb)
+    U1 = numba.types.Array(numba.uint64, 1, "C")
+    sig = (A1, A1, A1, A2, L1, A2, A1, A1, nb, nb, nb, L1, numba.int64, numba.uint64, U1, A1)
     _FUSED_TRAIN[key] = (_Counted(kern, "fused_mlp_train_step"), fused_mlp_train_step, sig, T,
                          DOFF, OOFF)
     return _FUSED_TRAIN[key]
@@ -1396,6 +1566,12 @@ for _dtype in (np.float32, np.float64):
     for _tag, _sizes, _acts, _loss in _FUSED_PTX_SHAPES:
         _, _fn, _sig, *_ = _fused_train_kernel(_dtype, _sizes, _acts, [True] * len(_acts), _loss)
         PTX_BUILDS.append((f"fused_mlp_train_step[{_tag}]", np.dtype(_dtype).name, _fn, _sig))
+    # with dropout on both hidden layers' inputs (the hash in the kernel)
+    _, _fn, _sig, *_ = _fused_train_kernel(_dtype, (32, 64, 64, 10), (RELU, RELU, IDENTITY),
+                                           [True] * 3, codes.LOSS_SOFTMAX_CE,
+                                           drop=(True, True, True))
+    PTX_BUILDS.append(("fused_mlp_train_step[32-64-64-10_ce_dropout]", np.dtype(_dtype).name,
+                       _fn, _sig))
 
 
 class FusedWorkspace:
@@ -1410,6 +1586,8 @@ class FusedWorkspace:
         self.outs = cuda.device_array(max(self.n * sum(fo[:-1]), 1), dtype)
         self.deltas = cuda.device_array(max(self.n * sum(fo), 1), dtype)
         self.loss = cuda.device_array(1, dtype)
+        # the dropout arguments of a step without dropout (the kernel never reads them)
+        self.no_dropout = (cuda.device_array(0, np.int64), cuda.device_array(0, np.uint64))
 
     def views(self, m):
         """([outs_l (m, fo_l) for the hidden layers], [delta_l (m, fo_l) for every layer]) for
@@ -1461,9 +1639,11 @@ def fused_mlp_train_step(loss_out, grads, x, labels, targets, sample_weight, par
     dt = np.dtype(params.dtype).type
     if m == 0:
         return workspace
+    no_order, no_thresh = workspace.no_dropout
     kern[_blocks(m, MLP_ROWS), threads](
         workspace.per[:m], workspace.outs, workspace.deltas, x, labels, targets, sample_weight,
-        params, dt(alpha), dt(off), dt(on))
+        params, dt(alpha), dt(off), dt(on), no_order, 0, np.uint64(0), no_thresh,
+        workspace.per[:0])
     _total(loss_out, workspace.per[:m])
     p = grads.shape[0]
     _kernel(grads, "fill")[_blocks(p, BLOCK), BLOCK](grads, dt(0))
@@ -1551,15 +1731,16 @@ class EpochWorkspace:
 
 
 def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_weight, order,
-                    batch_size, sizes, w_off, b_off, acts, alpha, l2, loss, label_smoothing,
-                    opt, hyper, step, *, workspace=None, fused=None):
-    """One epoch of mini-batch SGD / Adam on the GPU; arguments and result as in
-    kernels.cpu.minibatch_epoch (see the reference twin for the math): returns (mean over the
-    epoch's samples of the batch losses as a float, the step count after the epoch).
+                    batch_size, sizes, w_off, b_off, acts, alpha, l2, drop, seed, loss,
+                    label_smoothing, opt, hyper, step, *, workspace=None, fused=None):
+    """One epoch of mini-batch training (SGD, Adam, RMSprop, Adagrad) on the GPU; arguments
+    and result as in kernels.cpu.minibatch_epoch (see the reference twin for the math): returns
+    (mean over the epoch's samples of the batch losses as a float, the step count after it).
 
     params, grads, state1, state2, x, labels, targets, sample_weight, order are device arrays
     (host NumPy arrays also work: copied in, and params, grads, state1, state2 copied back
-    into them); sizes, w_off, b_off, acts, l2 (L,) and hyper (N_HYPER,) are small host arrays.
+    into them); sizes, w_off, b_off, acts, l2, drop (L,) and hyper (N_HYPER,) are small host
+    arrays.
     Keyword-only:
       workspace  an EpochWorkspace whose buffers are reused (a fit passes the same one every
                  epoch and allocates once); None uses a fresh one for this call;
@@ -1577,7 +1758,16 @@ def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_we
         delta kernel), weight_grads_tiled (the same gradients as tiled GEMMs, all layers in
         one launch), the optimizer.
     Per epoch, 1 more: epoch_loss reduces the per-row losses to one scalar, the only number
-    copied back (a host `order` is copied in; no other transfer)."""
+    copied back (a host `order` is copied in; no other transfer). The optimizer is one launch
+    whichever it is.
+
+    Dropout (drop[l] > 0) rebuilds kernels.reference.dropout_mask's masks from the hash where
+    they are used, and stores none: gather_batch masks the input rows (drop[0]); on the fused
+    path the kernel scales each hidden output that the next layer reads, and the h'(z) it keeps
+    for the recursion, by the mask, so dx comes out masked (no launch added); on the per-layer
+    path a dropout_rows launch writes each hidden layer's masked output (into its own buffer,
+    which weight_grads_tiled reads: the output itself stays for h') and one masks each dx of a
+    dropped layer (up to 2 (L - 1) launches more)."""
     ws = EpochWorkspace() if workspace is None else workspace
     dev = _Staged()
     params, grads = dev(params, written=True), dev(grads, written=True)
@@ -1593,6 +1783,8 @@ def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_we
     sizes, w_off, b_off, acts = map(_host_ints, (sizes, w_off, b_off, acts))
     l2, hyper = _host_floats(l2), _host_floats(hyper)
     step, batch_size, loss = int(step), int(batch_size), int(loss)
+    key, thresh, scales, dropped = _dropout_args(drop, seed, dtype)
+    hidden_drop = any(dropped[1:])
     n_total, n_layers = order.shape[0], len(sizes) - 1
     if n_total == 0:
         dev.finish()
@@ -1622,6 +1814,10 @@ def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_we
         pres = ws.buffer("pres", (rows * widths,), dtype)
         douts = ws.buffer("douts", (rows * widths,), dtype)
         no_dx = ws.buffer("no_dx", (0, 0), dtype)
+        # the hidden layers' masked outputs (the next layers' inputs), laid out as outs
+        ins = ws.buffer("ins", (rows * widths,), dtype) if hidden_drop else outs
+    thresh_d = ws.constant("drop_thresh", thresh, np.uint64)
+    scales_d = ws.constant("drop_scales", scales, dtype)
     per = ws.buffer("per", (n_total,), dtype)
     total = ws.buffer("total", (1,), dtype)
     off = np.concatenate([[0], np.cumsum(sizes[1:])[:-1]]).astype(np.int64)
@@ -1638,7 +1834,7 @@ def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_we
         rows apart in the flat buffers (weight_grads reads them with blk = rows)."""
         views = [xb[:m], lb[:m], tb[:m], swb[:m]]
         if not use_fused:
-            for flat in (outs, pres, deltas, douts):
+            for flat in (outs, pres, deltas, douts, ins):
                 views.append([flat[rows * o:rows * o + m * fo].reshape(m, fo)
                               for o, fo in zip(off, sizes[1:])])
         return views
@@ -1648,14 +1844,12 @@ def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_we
     smooth_off = label_smoothing / k_cls if k_cls else 0.0
     if use_fused:
         fused_kernel, _, _, threads, _, _ = _fused_train_kernel(dtype, sizes, acts, has_bias,
-                                                                loss)
-        fused_args = (params, t(alpha), t(smooth_off), t(1.0 - label_smoothing + smooth_off))
+                                                                loss, drop=dropped)
+        fused_args = (params, t(alpha), t(smooth_off), t(1.0 - label_smoothing + smooth_off),
+                      order)
     w_views, b_views = layer_views(params, sizes, w_off, b_off)
-    lr, momentum = hyper[codes.HYPER_LR], hyper[codes.HYPER_MOMENTUM]
-    nesterov, weight_decay = bool(hyper[codes.HYPER_NESTEROV]), hyper[codes.HYPER_WEIGHT_DECAY]
-    beta1, beta2, eps = hyper[codes.HYPER_BETA1], hyper[codes.HYPER_BETA2], hyper[codes.HYPER_EPS]
-    decoupled = bool(hyper[codes.HYPER_DECOUPLED])
     gather = _kernel(params, "gather_batch")
+    drop_rows = _kernel(params, "dropout_rows")
     cols = sizes[0] + (t_cols if targets.shape[0] else 0) + 2
     if use_fused:  # narrow layers: one thread per parameter
         grads_kernel = _kernel(params, "weight_grads")[_grid(params.shape[0])]
@@ -1668,19 +1862,24 @@ def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_we
 
     for start in range(0, n_total, batch_size):
         m = min(batch_size, n_total - start)
-        xm, lm, tm, swm, *layer = ws.views(("batch", use_fused, sizes, rows, m),
+        xm, lm, tm, swm, *layer = ws.views(("batch", use_fused, hidden_drop, sizes, rows, m),
                                            lambda: batch_views(m))
         gather[_grid(m * cols)](xb, lb, tb, swb, x, labels, targets, sample_weight, order,
-                                start, m)
+                                start, m, key, thresh[0], scales[0])
         per_batch = per_batches[start // batch_size]
         if use_fused:
             fused_kernel[_blocks(m, MLP_ROWS), threads](per_batch, outs, deltas, xm, lm, tm,
-                                                        swm, *fused_args)
+                                                        swm, *fused_args, start, key, thresh_d,
+                                                        scales_d)
             blk = m
         else:
-            out_v, pre_v, dpre_v, dout_v = layer
+            out_v, pre_v, dpre_v, dout_v, in_v = layer
             a = xm
             for l in range(n_layers):
+                if l > 0 and hidden_drop:  # every hidden input into `ins` (rate 0: a copy)
+                    drop_rows[_grid(m * sizes[l])](in_v[l - 1], a, order, start, key, l,
+                                                   thresh[l], scales[l])
+                    a = in_v[l - 1]
                 affine_act_forward(out_v[l], pre_v[l], a, w_views[l], b_views[l], acts[l],
                                    alpha)
                 a = out_v[l]
@@ -1688,14 +1887,14 @@ def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_we
             for l in range(n_layers - 1, -1, -1):
                 affine_act_backward(dout_v[l - 1] if l else no_dx, dpre_v[l], dout_v[l],
                                     pre_v[l], out_v[l], w_views[l], acts[l], alpha)
+                if l > 0 and dropped[l]:  # dx reaches the unmasked output through the mask
+                    drop_rows[_grid(m * sizes[l])](dout_v[l - 1], dout_v[l - 1], order, start,
+                                                   key, l, thresh[l], scales[l])
             blk = rows
-        grads_kernel(grads, params, xm, outs, deltas, *grads_layout, two_l2, m, blk)
+        grads_kernel(grads, params, xm, outs if use_fused else ins, deltas, *grads_layout,
+                     two_l2, m, blk)
         step += 1
-        if opt == codes.OPT_SGD:
-            sgd_update(params, grads, state1, lr, momentum, nesterov, weight_decay)
-        else:
-            adam_update(params, grads, state1, state2, lr, beta1, beta2, eps, weight_decay,
-                        decoupled, step)
+        _optimizer_step(params, grads, state1, state2, opt, hyper, step)
     _kernel(per, "epoch_loss")[1, REDUCE](total, per, batch_size)
     value = float(total.copy_to_host()[0]) / n_total
     dev.finish()
@@ -1736,14 +1935,16 @@ def _sgd_plan(dtype, sizes, has_bias):
 _SGD_EPOCH = {}
 
 
-def _sgd_epoch_kernel(dtype, sizes, acts, w_off, b_off, loss, stage):
+def _sgd_epoch_kernel(dtype, sizes, acts, w_off, b_off, loss, stage, drop=None):
     """The per-sample epoch kernel for one network, built and cached per (dtype, sizes, acts,
-    layout, loss, stage): every size, offset and code is a compile-time constant, so the
+    layout, loss, stage, drop): every size, offset and code is a compile-time constant, so the
     shared arrays have static shapes. stage=True keeps the parameters in shared memory for
     the whole epoch (written back at its end); stage=False reads and updates them in global
-    memory (L1/L2-resident for the one block)."""
+    memory (L1/L2-resident for the one block). drop: per layer, whether its input has dropout
+    (None: none; a kernel built without any has no dropout code)."""
+    drop = (False,) * (len(sizes) - 1) if drop is None else tuple(map(bool, drop))
     key = (np.dtype(dtype).name, tuple(map(int, sizes)), tuple(map(int, acts)),
-           tuple(map(int, w_off)), tuple(map(int, b_off)), int(loss), bool(stage))
+           tuple(map(int, w_off)), tuple(map(int, b_off)), int(loss), bool(stage), drop)
     if key in _SGD_EPOCH:
         return _SGD_EPOCH[key]
     if loss not in SGD_LOSSES:
@@ -1766,8 +1967,12 @@ def _sgd_epoch_kernel(dtype, sizes, acts, w_off, b_off, loss, stage):
     NA, NH, K = sum(sizes), sum(FO), FO[L - 1]
     WS = PS if STAGE else 1
     CE, BCE = loss == codes.LOSS_SOFTMAX_CE, loss == codes.LOSS_BCE
+    DROP_X = drop[0]
+    DNEXT = tuple(drop[l + 1] if l < L - 1 else False for l in range(L))
+    HIDDEN_DROP = any(DNEXT)
 
-    def sgd_epoch(params, total, per, x, labels, targets, order, alpha, lr, wd):
+    def sgd_epoch(params, total, per, x, labels, targets, order, alpha, lr, wd, key, thresh,
+                  scales):
         wsh = cuda.shared.array(WS, nb)  # the parameters, when staged
         a = cuda.shared.array(NA, nb)  # the input and every layer's output
         hp = cuda.shared.array(NH, nb)  # every layer's h'(pre), kept from the forward
@@ -1788,7 +1993,10 @@ def _sgd_epoch_kernel(dtype, sizes, acts, w_off, b_off, loss, stage):
         for t in range(n):
             s = order[t]
             for i in range(j, FI[0], T):
-                a[i] = x[s, i]
+                if DROP_X:
+                    a[i] = x[s, i] * _dropout_factor(key, s, 0, i, thresh[0], scales[0], ZERO)
+                else:
+                    a[i] = x[s, i]
             cuda.syncthreads()
             # ---- forward: thread j takes units j, j + T, ...; the input is a broadcast read
             for l in range(L):
@@ -1801,8 +2009,14 @@ def _sgd_epoch_kernel(dtype, sizes, acts, w_off, b_off, loss, stage):
                     if BO[l] >= 0:
                         z += wsh[SB[l] + u] if STAGE else params[BO[l] + u]
                     v = _act(z, act, alpha, ZERO, ONE)
+                    hd = _dact(z, v, act, alpha, ZERO, ONE)
+                    if HIDDEN_DROP and DNEXT[l]:
+                        # the next layer reads the masked value; h' carries the mask to dx
+                        f = _dropout_factor(key, s, l + 1, u, thresh[l + 1], scales[l + 1], ZERO)
+                        v = v * f
+                        hd = hd * f
                     a[AO[l + 1] + u] = v
-                    hp[HO[l] + u] = _dact(z, v, act, alpha, ZERO, ONE)
+                    hp[HO[l] + u] = hd
                 cuda.syncthreads()
             # ---- the sample's loss (thread 0: K is small) and the output delta
             zo = AO[L]
@@ -1900,7 +2114,8 @@ def _sgd_epoch_kernel(dtype, sizes, acts, w_off, b_off, loss, stage):
     A1 = numba.types.Array(nb, 1, "C")
     A2 = numba.types.Array(nb, 2, "C")
     L1 = numba.types.Array(numba.int64, 1, "C")
-    sig = (A1, A1, A1, A2, L1, A2, L1, nb, nb, nb)
+    U1 = numba.types.Array(numba.uint64, 1, "C")
+    sig = (A1, A1, A1, A2, L1, A2, L1, nb, nb, nb, numba.uint64, U1, A1)
     _SGD_EPOCH[key] = (_Counted(cuda.jit(sgd_epoch), "sgd_epoch"), sgd_epoch, sig, T)
     return _SGD_EPOCH[key]
 
@@ -1920,6 +2135,10 @@ for _dtype in (np.float32, np.float64):
             _tag, _stage = _tag.replace("shared", "global"), False
         _, _fn, _sig, _ = _sgd_epoch_kernel(_dtype, _sizes, _acts, _w, _b, _loss, _stage)
         PTX_BUILDS.append((f"sgd_epoch[{_tag}]", np.dtype(_dtype).name, _fn, _sig))
+    _w, _b, _ = mlp_layout((32, 64, 10))
+    _, _fn, _sig, _ = _sgd_epoch_kernel(_dtype, (32, 64, 10), (RELU, IDENTITY), _w, _b,
+                                        codes.LOSS_SOFTMAX_CE, False, drop=(True, True))
+    PTX_BUILDS.append(("sgd_epoch[32-64-10_ce_dropout]", np.dtype(_dtype).name, _fn, _sig))
 
 
 def sgd_path(dtype, sizes, w_off, b_off):
@@ -1931,8 +2150,8 @@ def sgd_path(dtype, sizes, w_off, b_off):
     return "shared" if plan[5] else ("global" if plan[6] else "minibatch")
 
 
-def sgd_epoch(params, x, labels, targets, order, sizes, w_off, b_off, acts, alpha, loss, lr,
-              weight_decay, *, workspace=None, path=None):
+def sgd_epoch(params, x, labels, targets, order, sizes, w_off, b_off, acts, alpha, drop, seed,
+              loss, lr, weight_decay, *, workspace=None, path=None):
     """Per-sample SGD over one epoch on the GPU; arguments and result as in
     kernels.cpu.sgd_epoch (returns the mean of the per-sample losses, each before its update;
     losses LOSS_SOFTMAX_CE, LOSS_BCE, LOSS_MSE; weight decay on the weights only).
@@ -1945,6 +2164,8 @@ def sgd_epoch(params, x, labels, targets, order, sizes, w_off, b_off, acts, alph
     global memory ("global"). The per-sample losses are summed by the same block at the end;
     one scalar comes back. Per-sample SGD is sequential by definition, so one block is the
     parallelism there is: the launch and the per-sample host round trips are what it saves.
+    Dropout: the input is masked as it is loaded, and each hidden output the next layer reads
+    is scaled by its mask, as is the h'(pre) kept for the recursion (so dx comes out masked).
 
     When even the activations overflow shared memory ("minibatch"), the epoch is
     minibatch_epoch with batch 1, plain SGD, weight decay 0 and l2 = weight_decay / 2 per
@@ -1962,8 +2183,8 @@ def sgd_epoch(params, x, labels, targets, order, sizes, w_off, b_off, acts, alph
         none = np.zeros(0, dtype)
         return minibatch_epoch(params, grads, none, none, x, labels, targets, none, order, 1,
                                sizes, w_off, b_off, acts, alpha,
-                               np.full(n_layers, weight_decay / 2.0), loss, 0.0, codes.OPT_SGD,
-                               hyper, 0, workspace=ws)[0]
+                               np.full(n_layers, weight_decay / 2.0), drop, seed, loss, 0.0,
+                               codes.OPT_SGD, hyper, 0, workspace=ws)[0]
     dev = _Staged()
     params = dev(params, written=True)
     x, targets, labels = dev(x, dtype), dev(targets, dtype), dev(labels, np.int64)
@@ -1978,12 +2199,348 @@ def sgd_epoch(params, x, labels, targets, order, sizes, w_off, b_off, acts, alph
         return 0.0
     if len(targets.shape) != 2:
         targets = ws.buffer("no_targets", (0, 0), dtype)
+    key, thresh, scales, dropped = _dropout_args(drop, seed, dtype)
     kern, _, _, threads = _sgd_epoch_kernel(dtype, sizes, acts, w_off, b_off, int(loss),
-                                            path == "shared")
+                                            path == "shared", drop=dropped)
     per = ws.buffer("per", (n,), dtype)
     total = ws.buffer("total", (1,), dtype)
     kern[1, threads](params, total, per, x, labels, targets, order, _typed(params, alpha),
-                     _typed(params, lr), _typed(params, weight_decay))
+                     _typed(params, lr), _typed(params, weight_decay), key,
+                     ws.constant("drop_thresh", thresh, np.uint64),
+                     ws.constant("drop_scales", scales, dtype))
     value = float(total.copy_to_host()[0]) / n
     dev.finish()
     return value
+
+
+# ---- Hessian-vector products
+# Pearlmutter's R-operator through the dense layers (the math: kernels.reference's section of
+# the same name). The R-forward and R-backward products are the tiled GEMMs of
+# affine_act_forward / affine_act_backward with a second operand pair staged beside the first,
+# so each layer costs one launch per direction, as the forward and backward passes do; the
+# parameter blocks of H v reuse weight_grad (two accumulating launches per layer).
+
+@cuda.jit(device=True, inline="always")
+def _d2act(pre, out, act, zero, one):
+    """h''(pre); sigmoid and tanh read it from out = h(pre); 0 for the piecewise-linear ones."""
+    two = one + one
+    if act == SIGMOID:
+        return out * (one - out) * (one - two * out)
+    if act == TANH:
+        return -two * out * (one - out * out)
+    if act == SOFTPLUS:
+        s = _sigmoid(pre, one)
+        return s * (one - s)
+    return zero
+
+
+
+def _build_hvp(dtype):
+    """The R-operator kernels for one dtype; returns (namespace, PTX build list) like _build."""
+    nb = numba.from_dtype(np.dtype(dtype))
+    ZERO, ONE = dtype(0), dtype(1)
+    A1 = numba.types.Array(nb, 1, "C")
+    A2 = numba.types.Array(nb, 2, "C")
+    INT = numba.int64
+    CE, CE_SOFT, KL = codes.LOSS_SOFTMAX_CE, codes.LOSS_SOFTMAX_CE_SOFT, codes.LOSS_KL
+    BCE, MSE = codes.LOSS_BCE, codes.LOSS_MSE
+    builds = []
+
+    def kernel(*argtypes):
+        def deco(fn):
+            builds.append((fn.__name__, fn, argtypes))
+            return cuda.jit(fn)
+        return deco
+
+    @kernel(A2, A2, A2, A2, A2, A2, A1, A2, A2, INT, nb)
+    def affine_act_rforward(rout, rpre, rx, x, w, vw, vb, pre, out, act, alpha):
+        """One (TILE, TILE) block of rpre = x @ vw + rx @ w per thread block, both pairs of
+        operands staged a slab at a time; vb and h'(pre) applied in registers. rx empty: the
+        second pair is skipped (loaded as zeros)."""
+        xs = cuda.shared.array((TILE, TILE), nb)
+        vs = cuda.shared.array((TILE, TILE), nb)
+        rs = cuda.shared.array((TILE, TILE), nb)
+        ws = cuda.shared.array((TILE, TILE), nb)
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        row = cuda.blockIdx.y * TILE + ty
+        col = cuda.blockIdx.x * TILE + tx
+        n, k = x.shape
+        o = w.shape[1]
+        has_rx = rx.shape[0] > 0
+        acc = ZERO
+        for t0 in range(0, k, TILE):
+            in_x = row < n and t0 + tx < k
+            in_w = t0 + ty < k and col < o
+            xs[ty, tx] = x[row, t0 + tx] if in_x else ZERO
+            vs[ty, tx] = vw[t0 + ty, col] if in_w else ZERO
+            rs[ty, tx] = rx[row, t0 + tx] if has_rx and in_x else ZERO
+            ws[ty, tx] = w[t0 + ty, col] if has_rx and in_w else ZERO
+            cuda.syncthreads()
+            for kk in range(TILE):
+                acc += xs[ty, kk] * vs[kk, tx] + rs[ty, kk] * ws[kk, tx]
+            cuda.syncthreads()
+        if row < n and col < o:
+            if vb.shape[0] > 0:
+                acc += vb[col]
+            rpre[row, col] = acc
+            rout[row, col] = acc * _dact(pre[row, col], out[row, col], act, alpha, ZERO, ONE)
+
+    @kernel(A2, A2, A2, A2, A2, A2, A2, A2, A2, A2, INT, nb)
+    def affine_act_rbackward(rdx, rdpre, rdout, dout, dpre, rpre, pre, out, w, vw, act, alpha):
+        """rdx = rdpre @ w.T + dpre @ vw.T, with rdpre formed as its tile is loaded (the blocks
+        of the first I-tile column also store it); w and vw tiles read along O into padded
+        arrays, as in affine_act_backward."""
+        rds = cuda.shared.array((TILE, TILE), nb)
+        dps = cuda.shared.array((TILE, TILE), nb)
+        ws = cuda.shared.array((TILE, TILE_PAD), nb)
+        vs = cuda.shared.array((TILE, TILE_PAD), nb)
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        row = cuda.blockIdx.y * TILE + ty
+        col = cuda.blockIdx.x * TILE + tx
+        n, o = pre.shape
+        fan_in = w.shape[0]
+        wrow = cuda.blockIdx.x * TILE + ty
+        acc = ZERO
+        for t0 in range(0, o, TILE):
+            c = t0 + tx
+            rd = ZERO
+            dp = ZERO
+            if row < n and c < o:
+                p, q = pre[row, c], out[row, c]
+                rd = (rdout[row, c] * _dact(p, q, act, alpha, ZERO, ONE)
+                      + dout[row, c] * _d2act(p, q, act, ZERO, ONE) * rpre[row, c])
+                dp = dpre[row, c]
+                if cuda.blockIdx.x == 0:
+                    rdpre[row, c] = rd
+            rds[ty, tx] = rd
+            dps[ty, tx] = dp
+            in_w = wrow < fan_in and c < o
+            ws[ty, tx] = w[wrow, c] if in_w else ZERO
+            vs[ty, tx] = vw[wrow, c] if in_w else ZERO
+            cuda.syncthreads()
+            for kk in range(TILE):
+                acc += rds[ty, kk] * ws[tx, kk] + dps[ty, kk] * vs[tx, kk]
+            cuda.syncthreads()
+        if row < n and col < fan_in:
+            rdx[row, col] = acc
+
+    @kernel(A2, A2, A2, A2, A2, A2, INT, nb)
+    def rdelta(rdpre, rdout, dout, rpre, pre, out, act, alpha):
+        """rdpre = rdout h'(pre) + dout h''(pre) rpre, written: the first layer, no rdx."""
+        i = cuda.grid(1)
+        o = pre.shape[1]
+        if i < pre.shape[0] * o:
+            r, c = i // o, i % o
+            p, q = pre[r, c], out[r, c]
+            rdpre[r, c] = (rdout[r, c] * _dact(p, q, act, alpha, ZERO, ONE)
+                           + dout[r, c] * _d2act(p, q, act, ZERO, ONE) * rpre[r, c])
+
+    @kernel(A2, A2, A2, A2, A1, INT, nb)
+    def loss_rop(rdz, z, rz, targets, sample_weight, loss, inv_n):
+        """One thread per row (K is a network's output width: small): the loss's Hessian in
+        the logits times rz, weighted and scaled by inv_n = 1 / N."""
+        row = cuda.grid(1)
+        n_rows, k_cls = z.shape
+        if row >= n_rows:
+            return
+        scale = inv_n
+        if sample_weight.shape[0] > 0:
+            scale *= sample_weight[row]
+        if loss == CE or loss == CE_SOFT or loss == KL:
+            m = z[row, 0]
+            for k in range(1, k_cls):
+                m = max(m, z[row, k])  # subtract the row max so exp never overflows
+            s = ZERO
+            for k in range(k_cls):
+                s += math.exp(z[row, k] - m)
+            tsum = ONE
+            if loss != CE:
+                tsum = ZERO
+                for k in range(k_cls):
+                    tsum += targets[row, k]
+            pr = ZERO
+            for k in range(k_cls):
+                pr += math.exp(z[row, k] - m) / s * rz[row, k]
+            c = tsum * scale
+            for k in range(k_cls):
+                rdz[row, k] = c * (math.exp(z[row, k] - m) / s) * (rz[row, k] - pr)
+        elif loss == BCE:
+            for k in range(k_cls):
+                p = _sigmoid(z[row, k], ONE)
+                rdz[row, k] = scale * p * (ONE - p) * rz[row, k]
+        elif loss == MSE:
+            for k in range(k_cls):
+                rdz[row, k] = scale * rz[row, k]
+        else:
+            for k in range(k_cls):
+                rdz[row, k] = ZERO
+
+    return dict(locals()), builds
+
+
+for _dtype in (np.float32, np.float64):
+    _ks, _builds = _build_hvp(_dtype)
+    _KERNELS[np.dtype(_dtype)].update({name: _Counted(_ks[name], name) for name, _, _ in _builds})
+    PTX_BUILDS += [(name, np.dtype(_dtype).name, fn, sig) for name, fn, sig in _builds]
+
+
+def affine_act_rforward(rout, rpre, rx, x, w, vw, vb, pre, out, act, alpha):
+    """rpre = rx @ w + x @ vw + vb and rout = h'(pre) rpre in one launch (a tiled GEMM over
+    both operand pairs). rx (N, I), or empty (0, 0) for the first layer."""
+    n, o = rpre.shape
+    if n == 0 or o == 0:
+        return
+    if len(rx.shape) != 2 or rx.size == 0:
+        rx = cuda.device_array((0, 0), rpre.dtype)
+    grid = (_blocks(o, TILE), _blocks(n, TILE))
+    _kernel(rpre, "affine_act_rforward")[grid, (TILE, TILE)](
+        rout, rpre, rx, x, w, vw, vb, pre, out, int(act), _typed(rpre, alpha))
+
+
+def affine_act_rbackward(rdx, rdpre, rdout, dout, dpre, rpre, pre, out, w, vw, act, alpha):
+    """rdpre = rdout h'(pre) + dout h''(pre) rpre and rdx = rdpre @ w.T + dpre @ vw.T, written,
+    in one launch; rdx empty: one elementwise launch for rdpre alone."""
+    n, o = pre.shape
+    if n == 0:
+        return
+    if rdx.size > 0:
+        grid = (_blocks(w.shape[0], TILE), _blocks(n, TILE))
+        _kernel(pre, "affine_act_rbackward")[grid, (TILE, TILE)](
+            rdx, rdpre, rdout, dout, dpre, rpre, pre, out, w, vw, int(act), _typed(pre, alpha))
+    else:
+        _elementwise("rdelta", pre, rdpre, rdout, dout, rpre, pre, out, int(act),
+                     _typed(pre, alpha))
+
+
+def loss_rop(rdz, z, rz, labels, targets, sample_weight, loss, label_smoothing):
+    """rdz = the loss's Hessian in the logits times rz, mean-scaled: one thread per row.
+    labels and label_smoothing do not enter (the smoothed target sums to 1)."""
+    n, k = z.shape
+    if n == 0 or k == 0:
+        return
+    if len(targets.shape) != 2 or targets.shape[0] == 0:
+        targets = cuda.device_array((0, 0), z.dtype)
+    _kernel(z, "loss_rop")[_blocks(n, WARP), WARP](rdz, z, rz, targets, sample_weight,
+                                                   int(loss), _typed(z, 1.0 / n))
+
+
+def mlp_hvp(hv, params, v, x, labels, targets, sample_weight, sizes, w_off, b_off, acts,
+            alpha, l2, loss, label_smoothing):
+    """H v on the device, the kernels.cpu call's twin: per layer one forward and one
+    R-forward launch, then per layer one backward, one R-backward and two weight_grad
+    launches (plus one axpy for the L2 term); the loss and its Hessian product in between.
+    Host arrays are staged to the device (hv copied back); returns the mean loss."""
+    dev = _Staged()
+    dtype = np.dtype(params.dtype)
+    hv = dev(hv, written=True)
+    params, v, x = dev(params), dev(v, dtype), dev(x, dtype)
+    labels, targets = dev(labels, np.int64), dev(targets, dtype)
+    sample_weight = dev(sample_weight, dtype)
+    sizes, w_off, b_off, acts = (_host_ints(a) for a in (sizes, w_off, b_off, acts))
+    l2 = _host_floats(l2)
+    n_layers, n = len(sizes) - 1, x.shape[0]
+    ws, bs = layer_views(params, sizes, w_off, b_off)
+    vws, vbs = layer_views(v, sizes, w_off, b_off)
+    hws, hbs = layer_views(hv, sizes, w_off, b_off)
+    pre, out, rpre, rout, dpre, dout, rdpre, rdout = (
+        [cuda.device_array((n, sizes[l + 1]), dtype) for l in range(n_layers)]
+        for _ in range(8))
+    none2, none1 = cuda.device_array((0, 0), dtype), cuda.device_array(0, dtype)
+    for l in range(n_layers):
+        a_in = x if l == 0 else out[l - 1]
+        affine_act_forward(out[l], pre[l], a_in, ws[l], bs[l], acts[l], alpha)
+        affine_act_rforward(rout[l], rpre[l], none2 if l == 0 else rout[l - 1], a_in, ws[l],
+                            vws[l], vbs[l], pre[l], out[l], acts[l], alpha)
+    total = apply_loss(dout[-1], out[-1], labels, targets, sample_weight, loss, label_smoothing)
+    loss_rop(rdout[-1], out[-1], rout[-1], labels, targets, sample_weight, loss,
+             label_smoothing)
+    if hv.shape[0] > 0:
+        _kernel(hv, "fill")[_blocks(hv.shape[0], BLOCK), BLOCK](hv, _typed(hv, 0.0))
+    for l in range(n_layers - 1, -1, -1):
+        dx, rdx = (dout[l - 1], rdout[l - 1]) if l > 0 else (none2, none2)
+        affine_act_backward(dx, dpre[l], dout[l], pre[l], out[l], ws[l], acts[l], alpha)
+        affine_act_rbackward(rdx, rdpre[l], rdout[l], dout[l], dpre[l], rpre[l], pre[l],
+                             out[l], ws[l], vws[l], acts[l], alpha)
+        weight_grad(hws[l], hbs[l], x if l == 0 else out[l - 1], rdpre[l])
+        if l > 0:
+            weight_grad(hws[l], none1, rout[l - 1], dpre[l])
+        if l2[l] != 0.0:
+            size = hws[l].size
+            _kernel(hv, "axpy")[_blocks(size, BLOCK), BLOCK](
+                hws[l].reshape(size), vws[l].reshape(size), _typed(hv, 2.0 * l2[l]))
+    dev.finish()
+    return total
+
+
+# ---- kernel SVM
+# M = query rows, N = rows of b, F = features. The kernel-row computation of fastnn.svm.SVC
+# (a row of the Gram matrix is M = 1; prediction is M = test samples); the SMO loop itself
+# runs on the CPU (kernels.cpu.svm_smo).
+
+from .codes import SVM_LINEAR, SVM_POLY, SVM_RBF  # noqa: E402
+
+
+@cuda.jit(device=True, inline="always")
+def _svm_from_dot(dot, sq_a, sq_b, kernel, gamma, coef0, degree, zero):
+    """k(a, b) from a . b (and the squared norms, for rbf), in dot's dtype."""
+    if kernel == SVM_LINEAR:
+        return dot
+    if kernel == SVM_POLY:
+        return (gamma * dot + coef0) ** degree
+    if kernel == SVM_RBF:
+        return math.exp(-gamma * max(sq_a + sq_b - (dot + dot), zero))
+    return math.tanh(gamma * dot + coef0)  # sigmoid
+
+
+def _build_svm(dtype):
+    """svm_kernel for one dtype: (dispatcher, python function, argument types)."""
+    nb = numba.from_dtype(np.dtype(dtype))
+    ZERO = dtype(0)
+    A1 = numba.types.Array(nb, 1, "C")
+    A2 = numba.types.Array(nb, 2, "C")
+
+    def svm_kernel(out, a, b, a_sq, b_sq, kernel, gamma, coef0, degree):
+        # one (TILE, TILE) block per tile of out; a's rows and b's rows staged through shared
+        # memory TILE features at a time; sb is read down its columns, hence the padded rows
+        sa = cuda.shared.array((TILE, TILE_PAD), nb)
+        sb = cuda.shared.array((TILE, TILE_PAD), nb)
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        r = cuda.blockIdx.y * TILE + ty
+        c = cuda.blockIdx.x * TILE + tx
+        b_row = cuda.blockIdx.x * TILE + ty
+        m, n, f = out.shape[0], out.shape[1], a.shape[1]
+        acc = ZERO
+        for k0 in range(0, f, TILE):
+            k = k0 + tx
+            sa[ty, tx] = a[r, k] if r < m and k < f else ZERO
+            sb[ty, tx] = b[b_row, k] if b_row < n and k < f else ZERO
+            cuda.syncthreads()
+            for kk in range(TILE):
+                acc += sa[ty, kk] * sb[tx, kk]
+            cuda.syncthreads()
+        if r < m and c < n:
+            out[r, c] = _svm_from_dot(acc, a_sq[r], b_sq[c], kernel, gamma, coef0, degree,
+                                      ZERO)
+
+    sig = (A2, A2, A2, A1, A1, numba.int64, nb, nb, nb)
+    return cuda.jit(svm_kernel), svm_kernel, sig
+
+
+_SVM_KERNELS = {}
+for _dtype in (np.float32, np.float64):
+    _disp, _fn, _sig = _build_svm(_dtype)
+    _SVM_KERNELS[np.dtype(_dtype)] = _Counted(_disp, "svm_kernel")
+    PTX_BUILDS.append(("svm_kernel", np.dtype(_dtype).name, _fn, _sig))
+
+
+def svm_kernel(out, a, b, a_sq, b_sq, kernel, gamma, coef0, degree):
+    """out = k(a, b) (kernels.reference.svm_kernel) in one launch: a tiled shared-memory
+    product a @ b.T with the kernel applied in registers before the store. out (M, N);
+    a (M, F), b (N, F); a_sq (M,), b_sq (N,)."""
+    m, n = out.shape
+    if m == 0 or n == 0:
+        return
+    grid = (_blocks(n, TILE), _blocks(m, TILE))
+    _SVM_KERNELS[np.dtype(out.dtype)][grid, (TILE, TILE)](
+        out, a, b, a_sq, b_sq, int(kernel), _typed(out, gamma), _typed(out, coef0),
+        _typed(out, degree))

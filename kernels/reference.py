@@ -23,9 +23,12 @@ import numpy as np
 from .codes import IDENTITY, LEAKY_RELU, RELU, SIGMOID, SIGN, SOFTPLUS, STEP, TANH
 from .codes import LOSS_BCE, LOSS_MSE, LOSS_SOFTMAX_CE
 from .codes import (LOSS_HINGE, LOSS_KL, LOSS_MULTICLASS_HINGE, LOSS_MULTICLASS_PERCEPTRON,
-                    LOSS_PERCEPTRON, LOSS_SOFTMAX_CE_SOFT, OPT_SGD)
+                    LOSS_PERCEPTRON, LOSS_SOFTMAX_CE_SOFT, OPT_ADAGRAD, OPT_ADAM, OPT_RMSPROP,
+                    OPT_SGD)
 from .codes import (HYPER_BETA1, HYPER_BETA2, HYPER_DECOUPLED, HYPER_EPS, HYPER_LR,
-                    HYPER_MOMENTUM, HYPER_NESTEROV, HYPER_WEIGHT_DECAY)
+                    HYPER_LR_DECAY, HYPER_MOMENTUM, HYPER_NESTEROV, HYPER_RHO,
+                    HYPER_WEIGHT_DECAY)
+from .codes import LAYER_SHIFT, UNIT_SHIFT, dropout_scale, dropout_threshold, splitmix64
 from .layout import layer_views
 
 
@@ -238,15 +241,18 @@ def perceptron(dz, z, y, sample_weight, mean):
 
 
 def multiclass_perceptron(dz, z, labels, sample_weight, mean):
-    """Multiclass perceptron loss max_j z_j - z_y (seed 001). On a mistake (the first argmax is
-    not y) dz has +1 at the prediction and -1 at y, giving the seeds' update
+    """Multiclass perceptron loss max_j z_j - z_y (seed 001). On a mistake (y is not the
+    *unique* argmax: "if argmax \\ {y} is empty, pass", so a tie is a mistake) dz has +1 at
+    the prediction, the first argmax other than y, and -1 at y, giving the seeds' update
     w_pred -= x, w_y += x."""
     n, _ = z.shape
     rows = np.arange(n)
-    pred = np.argmax(z, axis=1)
-    per = z[rows, pred].astype(np.float64) - z[rows, labels]
+    top = z.max(axis=1)
+    per = top.astype(np.float64) - z[rows, labels]
+    others = np.where(np.arange(z.shape[1]) == labels[:, None], -np.inf, z)
+    pred = np.argmax(others, axis=1)
     dz[...] = 0
-    wrong = pred != labels
+    wrong = others[rows, pred] == top
     dz[rows[wrong], pred[wrong]] = 1
     dz[rows[wrong], labels[wrong]] = -1
     return _reduce(per, dz, sample_weight, mean)
@@ -282,6 +288,85 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, decoup
     params -= (lr * mhat / (np.sqrt(vhat) + eps)).astype(params.dtype)
 
 
+def rmsprop_update(params, grads, v, buf, lr, rho, momentum, eps, weight_decay):
+    """One RMSprop step, PyTorch's formulation (not centered; rho is PyTorch's alpha):
+    g = grad + wd * p; v = rho v + (1 - rho) g^2;
+    momentum > 0: buf = momentum buf + g / (sqrt(v) + eps), p -= lr buf;
+    else p -= lr g / (sqrt(v) + eps), and buf is not touched (it may be empty). All (P,)."""
+    g = grads.astype(np.float64) + weight_decay * params
+    v[...] = rho * v + (1 - rho) * g * g
+    step = g / (np.sqrt(v.astype(np.float64)) + eps)
+    if momentum != 0:
+        buf[...] = momentum * buf + step
+        step = buf
+    params -= (lr * step).astype(params.dtype)
+
+
+def adagrad_update(params, grads, s, lr, lr_decay, eps, weight_decay, step):
+    """One Adagrad step, PyTorch's formulation, step t >= 1 (the caller fills s with
+    initial_accumulator_value before the first): g = grad + wd * p; s += g^2;
+    p -= lr / (1 + (t - 1) lr_decay) * g / (sqrt(s) + eps). All (P,)."""
+    g = grads.astype(np.float64) + weight_decay * params
+    s += (g * g).astype(s.dtype)
+    clr = lr / (1 + (step - 1) * lr_decay)
+    params -= (clr * g / (np.sqrt(s.astype(np.float64)) + eps)).astype(params.dtype)
+
+
+def optimizer_step(params, grads, state1, state2, opt, hyper, step):
+    """The update named by `opt` (kernels.codes), hyper-parameters read from hyper as
+    codes names them; step is t of this update (t >= 1)."""
+    lr, eps, wd = hyper[HYPER_LR], hyper[HYPER_EPS], hyper[HYPER_WEIGHT_DECAY]
+    if opt == OPT_SGD:
+        sgd_update(params, grads, state1, lr, hyper[HYPER_MOMENTUM],
+                   bool(hyper[HYPER_NESTEROV]), wd)
+    elif opt == OPT_ADAM:
+        adam_update(params, grads, state1, state2, lr, hyper[HYPER_BETA1], hyper[HYPER_BETA2],
+                    eps, wd, bool(hyper[HYPER_DECOUPLED]), step)
+    elif opt == OPT_RMSPROP:
+        rmsprop_update(params, grads, state1, state2, lr, hyper[HYPER_RHO],
+                       hyper[HYPER_MOMENTUM], eps, wd)
+    elif opt == OPT_ADAGRAD:
+        adagrad_update(params, grads, state1, lr, hyper[HYPER_LR_DECAY], eps, wd, step)
+    else:
+        raise ValueError("unknown optimizer code")
+
+
+# --------------------------------------------------------------------------- dropout
+# Inverted dropout with masks from a counter-based hash, so a mask is a pure function of
+# (seed, sample, layer, unit): the same on every backend, for any batch size or slicing of the
+# visiting order, and rebuilt (not stored) by whoever needs it.
+#
+#   key  = splitmix64(seed)                      (seed as its 64 bits, uint64 arithmetic that
+#   row  = splitmix64(key ^ s)                    wraps around; s = the sample's row in x)
+#   h    = splitmix64(row ^ (layer << 32 | j))   (j = the unit of layer's input)
+#   u    = (h >> 11) * 2^-53, uniform in [0, 1) with a 53-bit mantissa
+#   keep = u >= rate,  mask = keep / (1 - rate)
+#
+# keep is decided in integers, (h >> 11) >= ceil(rate * 2^53) (exact: rate * 2^53 is a power-
+# of-two scaling), so no backend rounds differently and float32 kernels stay float32.
+# splitmix64, dropout_threshold and dropout_scale live in kernels.codes, shared by all three.
+
+def dropout_mask(mask, seed, rows, layer, rate):
+    """mask[n, j] = 1 / (1 - rate) if unit j of `layer`'s input is kept for sample rows[n],
+    else 0 (the hash above). mask (N, I); seed an int (its 64 bits); rows (N,) int64."""
+    n, width = mask.shape
+    key = splitmix64(np.array([seed], np.int64).view(np.uint64))
+    row = splitmix64(key ^ np.asarray(rows, np.int64).reshape(n).view(np.uint64))
+    unit = (np.uint64(layer) << LAYER_SHIFT) | np.arange(width, dtype=np.uint64)
+    h = splitmix64(row[:, None] ^ unit[None, :])
+    keep = (h >> UNIT_SHIFT) >= np.uint64(dropout_threshold(rate))
+    mask[...] = np.where(keep, mask.dtype.type(dropout_scale(rate)), mask.dtype.type(0))
+
+
+def _masked_input(a, seed, rows, layer, drop):
+    """(a * layer's dropout mask, the mask), or (a, None) when drop[layer] is 0."""
+    if drop[layer] == 0:
+        return a, None
+    mask = np.empty(a.shape, a.dtype)
+    dropout_mask(mask, seed, rows, layer, drop[layer])
+    return a * mask, mask
+
+
 # --------------------------------------------------------------------------- whole-MLP forward
 
 def fused_mlp_forward(out, x, params, sizes, w_off, b_off, acts, alpha):
@@ -298,7 +383,7 @@ def fused_mlp_forward(out, x, params, sizes, w_off, b_off, acts, alpha):
 # --------------------------------------------------------------------------- fused epoch
 
 def sgd_epoch(params, x, labels, targets, order, sizes, w_off, b_off, acts, alpha,
-              loss, lr, weight_decay):
+              drop, seed, loss, lr, weight_decay):
     """Per-sample SGD over one epoch, one sample at a time in `order`: forward, loss,
     backward, update. Returns the mean of the per-sample losses, each taken before its update.
 
@@ -306,19 +391,24 @@ def sgd_epoch(params, x, labels, targets, order, sizes, w_off, b_off, acts, alph
     w_off[l] and its bias (sizes[l+1],) at b_off[l] (-1: no bias).
     x (N, sizes[0]); labels (N,) ints for LOSS_SOFTMAX_CE, else empty;
     targets (N, sizes[-1]) for LOSS_BCE / LOSS_MSE, else empty; order (M,) sample indices;
-    acts (L,) activation codes; weight_decay: W -= lr * wd * W each step, weights only."""
+    acts (L,) activation codes; weight_decay: W -= lr * wd * W each step, weights only;
+    drop (L,) the dropout rate on each layer's input and seed the epoch's mask seed (see
+    dropout_mask; drop all 0: no dropout, seed unused)."""
     n_layers = len(sizes) - 1
     ws, bs = layer_views(params, sizes, w_off, b_off)
     total = 0.0
     for idx in order:
         outs = [x[idx:idx + 1]]
-        pres = []
+        pres, ins, masks = [], [], []
         for l in range(n_layers):
             pre = np.empty((1, sizes[l + 1]), params.dtype)
             out = np.empty_like(pre)
-            affine_act_forward(out, pre, outs[-1], ws[l], bs[l], acts[l], alpha)
+            a, mask = _masked_input(outs[-1], seed, [idx], l, drop)
+            affine_act_forward(out, pre, a, ws[l], bs[l], acts[l], alpha)
             pres.append(pre)
             outs.append(out)
+            ins.append(a)
+            masks.append(mask)
         z = outs[-1]
         dz = np.empty_like(z)
         nosw = np.zeros(0, params.dtype)
@@ -335,9 +425,11 @@ def sgd_epoch(params, x, labels, targets, order, sizes, w_off, b_off, acts, alph
             dpre = np.empty_like(dout)
             dx = np.empty((1, sizes[l]), params.dtype) if l > 0 else np.zeros((0, 0), params.dtype)
             affine_act_backward(dx, dpre, dout, pres[l], outs[l + 1], ws[l], acts[l], alpha)
+            if l > 0 and masks[l] is not None:
+                dx *= masks[l]
             dw = np.zeros_like(ws[l])
             db = np.zeros_like(bs[l])
-            weight_grad(dw, db, outs[l], dpre)
+            weight_grad(dw, db, ins[l], dpre)
             ws[l] -= (lr * (dw + weight_decay * ws[l])).astype(params.dtype)
             if bs[l].size:
                 bs[l] -= (lr * db).astype(params.dtype)
@@ -361,34 +453,37 @@ def apply_loss(dz, z, labels, targets, sample_weight, loss, label_smoothing):
 
 
 def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_weight, order,
-                    batch_size, sizes, w_off, b_off, acts, alpha, l2, loss, label_smoothing,
-                    opt, hyper, step):
-    """Mini-batch SGD / Adam over one epoch: for each batch of `batch_size` rows of `order`
+                    batch_size, sizes, w_off, b_off, acts, alpha, l2, drop, seed, loss,
+                    label_smoothing, opt, hyper, step):
+    """Mini-batch training over one epoch: for each batch of `batch_size` rows of `order`
     (the last one may be shorter): forward, the mean loss over the batch, backward into
     grads (zeroed first), the L2 term 2 l2[l] W of each layer, and one optimizer update of the
     whole flat buffer. Returns (mean over samples of the batch losses, last step number).
 
-    params, grads, state1, state2 (P,): state1 is SGD's velocity or Adam's m, state2 Adam's v
-    (either may be empty when unused); x (N, I); labels (N,) for label losses, targets (N, K)
-    for the others (the unused one empty); sample_weight (N,) or empty; order (M,) indices;
-    l2 (L,) per-layer L2 strength; opt OPT_SGD or OPT_ADAM; hyper (N_HYPER,) as in codes;
-    step: Adam's step count before this epoch (t of the first batch is step + 1)."""
+    params, grads, state1, state2 (P,): state1 is SGD's velocity, Adam's m, RMSprop's mean
+    square or Adagrad's sum of squares, state2 Adam's v or RMSprop's momentum buffer (either may
+    be empty when unused); x (N, I); labels (N,) for label losses, targets (N, K) for the others
+    (the unused one empty); sample_weight (N,) or empty; order (M,) indices; l2 (L,) per-layer
+    L2 strength; drop (L,) the dropout rate on each layer's input and seed the epoch's mask
+    seed (see dropout_mask: sample order[t]'s mask does not depend on the batching);
+    opt OPT_SGD, OPT_ADAM, OPT_RMSPROP or OPT_ADAGRAD; hyper (N_HYPER,) as in codes;
+    step: the step count before this epoch (t of the first batch is step + 1)."""
     n_layers = len(sizes) - 1
     ws, bs = layer_views(params, sizes, w_off, b_off)
     dws, dbs = layer_views(grads, sizes, w_off, b_off)
-    lr, momentum, nesterov = hyper[HYPER_LR], hyper[HYPER_MOMENTUM], hyper[HYPER_NESTEROV]
-    weight_decay, decoupled = hyper[HYPER_WEIGHT_DECAY], hyper[HYPER_DECOUPLED]
-    beta1, beta2, eps = hyper[HYPER_BETA1], hyper[HYPER_BETA2], hyper[HYPER_EPS]
     total = 0.0
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        outs, pres = [x[idx]], []
+        outs, pres, ins, masks = [x[idx]], [], [], []
         for l in range(n_layers):
             pre = np.empty((len(idx), sizes[l + 1]), params.dtype)
             out = np.empty_like(pre)
-            affine_act_forward(out, pre, outs[-1], ws[l], bs[l], acts[l], alpha)
+            a, mask = _masked_input(outs[-1], seed, idx, l, drop)
+            affine_act_forward(out, pre, a, ws[l], bs[l], acts[l], alpha)
             pres.append(pre)
             outs.append(out)
+            ins.append(a)
+            masks.append(mask)
         dout = np.empty_like(outs[-1])
         sw = sample_weight[idx] if sample_weight.size else sample_weight
         lab = labels[idx] if labels.size else labels
@@ -399,14 +494,427 @@ def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_we
             dpre = np.empty_like(dout)
             dx = np.empty((len(idx), sizes[l]), params.dtype) if l else np.zeros((0, 0), params.dtype)
             affine_act_backward(dx, dpre, dout, pres[l], outs[l + 1], ws[l], acts[l], alpha)
-            weight_grad(dws[l], dbs[l], outs[l], dpre)
+            if l > 0 and masks[l] is not None:
+                dx *= masks[l]
+            weight_grad(dws[l], dbs[l], ins[l], dpre)
             if l2[l] != 0:
                 dws[l] += (2 * l2[l] * ws[l]).astype(params.dtype)
             dout = dx
         step += 1
-        if opt == OPT_SGD:
-            sgd_update(params, grads, state1, lr, momentum, bool(nesterov), weight_decay)
-        else:
-            adam_update(params, grads, state1, state2, lr, beta1, beta2, eps, weight_decay,
-                        bool(decoupled), step)
+        optimizer_step(params, grads, state1, state2, opt, hyper, step)
     return total / max(len(order), 1), step
+
+
+# ---- Hessian-vector products
+# Pearlmutter's R-operator (1994): R{f} = d/dr f(params + r v) at r = 0, pushed forward through
+# the network (the directional derivative of every activation), then backward through the
+# delta recursion (the directional derivative of every gradient). R{gradient} = H v exactly,
+# for about the cost of two gradients: O(P) per row, no P x P matrix. With a_0 = x,
+# z_l = a_{l-1} W_l + b_l, a_l = h(z_l) and V = (VW_l, Vb_l) the direction:
+#   R{z_l} = R{a_{l-1}} W_l + a_{l-1} VW_l + Vb_l      R{a_l} = h'(z_l) R{z_l}     R{a_0} = 0
+#   R{dout_L} = (d^2 loss / dz^2) R{a_L}               (the loss's Hessian in the logits)
+#   R{dpre_l} = R{dout_l} h'(z_l) + dout_l h''(z_l) R{z_l}
+#   R{dout_{l-1}} = R{dpre_l} W_l^T + dpre_l VW_l^T
+#   R{dW_l} = a_{l-1}^T R{dpre_l} + R{a_{l-1}}^T dpre_l + 2 l2_l VW_l     R{db_l} = sum R{dpre_l}
+
+def activation_second_derivative(pre, out, act, alpha):
+    """h''(pre), from pre or out = h(pre): 0 for the piecewise-linear activations (identity,
+    relu, leaky_relu: their kinks have measure zero, as in autograd), s (1 - s)(1 - 2 s) for
+    the sigmoid s, -2 t (1 - t^2) for tanh t, and sigmoid(pre)(1 - sigmoid(pre)) for softplus."""
+    if act == SIGMOID:
+        return out * (1 - out) * (1 - 2 * out)
+    if act == TANH:
+        return -2 * out * (1 - out * out)
+    if act == SOFTPLUS:
+        s = _sigmoid(pre)
+        return s * (1 - s)
+    if act in (IDENTITY, RELU, LEAKY_RELU, SIGN, STEP):
+        return np.zeros_like(pre)
+    raise ValueError("unknown activation code")
+
+
+def affine_act_rforward(rout, rpre, rx, x, w, vw, vb, pre, out, act, alpha):
+    """The R-operator of affine_act_forward: rpre = rx @ w + x @ vw + vb, rout = h'(pre) rpre.
+    rout, rpre, pre, out (N, O); rx (N, I), or empty when x does not depend on the parameters
+    (the first layer); x (N, I); w, vw (I, O); vb (O,) or empty (no bias)."""
+    rpre[...] = x @ vw
+    if rx.size:
+        rpre += rx @ w
+    if vb.size:
+        rpre += vb
+    rout[...] = activation_derivative(pre, out, act, alpha) * rpre
+
+
+def affine_act_rbackward(rdx, rdpre, rdout, dout, dpre, rpre, pre, out, w, vw, act, alpha):
+    """The R-operator of affine_act_backward: rdpre = rdout h'(pre) + dout h''(pre) rpre,
+    rdx = rdpre @ w.T + dpre @ vw.T; written, not accumulated. rdx (N, I) or empty (first
+    layer); rdpre, rdout, dout, dpre, rpre, pre, out (N, O); w, vw (I, O)."""
+    rdpre[...] = (rdout * activation_derivative(pre, out, act, alpha)
+                  + dout * activation_second_derivative(pre, out, act, alpha) * rpre)
+    if rdx.size:
+        rdx[...] = rdpre @ w.T + dpre @ vw.T
+
+
+def loss_rop(rdz, z, rz, labels, targets, sample_weight, loss, label_smoothing):
+    """rdz = (d^2 loss / dz^2) rz row by row, weighted and divided by N as apply_loss's mean:
+    softmax cross-entropy (labels, any label smoothing: the target sums to 1), soft
+    cross-entropy and KL (target rows summing to s): s (p rz - p (p . rz)), p = softmax(z);
+    binary cross-entropy: sigmoid(z)(1 - sigmoid(z)) rz; mse: rz. The piecewise-linear losses
+    (hinge, perceptron) have no curvature almost everywhere: rdz = 0.
+    rdz, z, rz (N, K); labels (N,) or empty; targets (N, K) or empty; sample_weight (N,) or
+    empty. labels and label_smoothing do not enter: the smoothed target always sums to 1."""
+    n = z.shape[0]
+    z64, r = z.astype(np.float64), rz.astype(np.float64)
+    if loss in (LOSS_SOFTMAX_CE, LOSS_SOFTMAX_CE_SOFT, LOSS_KL):
+        p = np.exp(_log_softmax(z))
+        s = (np.ones((n, 1)) if loss == LOSS_SOFTMAX_CE
+             else targets.astype(np.float64).sum(axis=1, keepdims=True))
+        h = s * (p * r - p * (p * r).sum(axis=1, keepdims=True))
+    elif loss == LOSS_BCE:
+        p = _sigmoid(z64)
+        h = p * (1 - p) * r
+    elif loss == LOSS_MSE:
+        h = r
+    else:
+        h = np.zeros_like(r)
+    scale = (sample_weight.astype(np.float64) if sample_weight.size else np.ones(n)) / max(n, 1)
+    rdz[...] = h * scale[:, None]
+
+
+def mlp_hvp(hv, params, v, x, labels, targets, sample_weight, sizes, w_off, b_off, acts,
+            alpha, l2, loss, label_smoothing):
+    """hv = H v, H the Hessian of minibatch_epoch's objective (the mean loss of the rows of x,
+    sample-weighted, plus sum_l l2[l] ||W_l||^2) at params, by the R-operator: the forward
+    pass, its R-forward, the loss's gradient and Hessian product, then the backward pass and
+    its R-backward side by side. hv is written (not accumulated). Returns the mean loss
+    without the L2 term. hv, params, v (P,) in the layout of kernels.layout.mlp_layout; the
+    other arguments as minibatch_epoch's."""
+    n_layers = len(sizes) - 1
+    ws, bs = layer_views(params, sizes, w_off, b_off)
+    vws, vbs = layer_views(v, sizes, w_off, b_off)
+    hws, hbs = layer_views(hv, sizes, w_off, b_off)
+    dtype = params.dtype
+    n = x.shape[0]
+    outs, pres, routs, rpres = [x], [], [np.zeros((0, 0), dtype)], []
+    for l in range(n_layers):
+        shape = (n, sizes[l + 1])
+        pre, out, rpre, rout = (np.empty(shape, dtype) for _ in range(4))
+        affine_act_forward(out, pre, outs[l], ws[l], bs[l], acts[l], alpha)
+        affine_act_rforward(rout, rpre, routs[l], outs[l], ws[l], vws[l], vbs[l], pre, out,
+                            acts[l], alpha)
+        pres.append(pre)
+        outs.append(out)
+        rpres.append(rpre)
+        routs.append(rout)
+    dout, rdout = np.empty_like(outs[-1]), np.empty_like(outs[-1])
+    total = apply_loss(dout, outs[-1], labels, targets, sample_weight, loss, label_smoothing)
+    loss_rop(rdout, outs[-1], routs[-1], labels, targets, sample_weight, loss, label_smoothing)
+    hv[...] = 0
+    for l in range(n_layers - 1, -1, -1):
+        shape = (n, sizes[l]) if l else (0, 0)
+        dx, rdx = np.empty(shape, dtype), np.empty(shape, dtype)
+        dpre, rdpre = np.empty_like(dout), np.empty_like(dout)
+        affine_act_backward(dx, dpre, dout, pres[l], outs[l + 1], ws[l], acts[l], alpha)
+        affine_act_rbackward(rdx, rdpre, rdout, dout, dpre, rpres[l], pres[l], outs[l + 1],
+                             ws[l], vws[l], acts[l], alpha)
+        weight_grad(hws[l], hbs[l], outs[l], rdpre)
+        if l:
+            weight_grad(hws[l], hbs[l][:0], routs[l], dpre)
+        if l2[l] != 0:
+            hws[l] += (2 * l2[l] * vws[l]).astype(dtype)
+        dout, rdout = dx, rdx
+    return total
+
+
+# ---- convex solvers and sparse products
+# The per-sample parts of fastnn's convex solvers (fastnn.linear_model: Newton, TRON, dual
+# coordinate descent, the perceptron) and the products of a sparse X with dense matrices.
+# A sparse X (N, D) travels as CSR arrays (data, indices, indptr): data (nnz,), indices (nnz,)
+# column numbers (int32 or int64), indptr (N + 1,). A CSC matrix is the CSR arrays of its
+# transpose, so csr_matmul on them is X.T @ R: every product is a row-parallel gather.
+
+def _csr(data, indices, indptr, n_cols):
+    import scipy.sparse  # optional at import time: kernels/ must import without SciPy
+    return scipy.sparse.csr_matrix((data, indices, indptr), shape=(indptr.shape[0] - 1, n_cols))
+
+
+def csr_matmul(out, data, indices, indptr, w):
+    """out = X @ w with X (N, D) in CSR; out (N, K), w (D, K)."""
+    out[...] = _csr(data, indices, indptr, w.shape[0]) @ w
+
+
+def csr_matmul_parallel(out, data, indices, indptr, w):
+    """csr_matmul, its rows split across threads by kernels.cpu (the same numbers)."""
+    csr_matmul(out, data, indices, indptr, w)
+
+
+def csr_weighted_gram(out, data, indices, indptr, d):
+    """out = Xᵀ diag(d) X with X (N, D) in CSR with sorted column indices (canonical), d (N,);
+    out (D, D), both triangles."""
+    x = _csr(data, indices, indptr, out.shape[0])
+    out[...] = (x.T @ x.multiply(d[:, None])).toarray()
+
+
+def logistic_loss_grad(dz, hw, z, y, sample_weight):
+    """Weighted logistic loss Σ_i s_i log(1 + exp(−y_i z_i)), y in {−1, +1}; writes
+    dz = s (σ(y z) − 1) y (the loss's derivative in z) and hw = s σ(z) (1 − σ(z)) (its second
+    derivative, the Hessian's weights D of Xᵀ D X). dz, hw, z, y, sample_weight (N,)."""
+    yz = y * z
+    s = _sigmoid(yz)
+    dz[...] = sample_weight * (s - 1.0) * y
+    hw[...] = sample_weight * s * (1.0 - s)
+    return float(np.sum(sample_weight * np.logaddexp(0.0, -yz)))
+
+
+def softmax_loss_grad(dz, p, z, labels, sample_weight):
+    """Weighted softmax cross-entropy Σ_i s_i (logsumexp(z_i) − z_{i,y_i}); writes
+    p = softmax(z) and dz = s (p − onehot(y)). dz, p, z (N, K); labels, sample_weight (N,)."""
+    logp = _log_softmax(z)
+    p[...] = np.exp(logp)
+    onehot = np.eye(z.shape[1])[labels]
+    dz[...] = sample_weight[:, None] * (p - onehot)
+    return float(-np.sum(sample_weight * logp[np.arange(z.shape[0]), labels]))
+
+
+def softmax_hessian_rows(r, p, u, sample_weight):
+    """The multinomial Hessian's middle factor applied row by row: r_i = s_i (p_i ⊙ u_i −
+    p_i (p_i · u_i)), so that Xᵀ r is the Hessian of the softmax loss times V when u = X V.
+    r, p, u (N, K); sample_weight (N,)."""
+    r[...] = sample_weight[:, None] * (p * u - p * np.sum(p * u, axis=1, keepdims=True))
+
+
+def _svm_dual_cd(w, alpha, rows, y, upper, diag, bias, tol, max_iter, seed):
+    """Hsieh et al. (2008), algorithm 3 with shrinking, liblinear's solve_l2r_l1l2_svc, on rows
+    given as a function of i -> (column indices, values). Returns (outer iterations, active
+    coordinate updates)."""
+    rng = np.random.RandomState(seed)
+    n = alpha.shape[0]
+    qd = np.array([diag[i] + rows(i)[1] @ rows(i)[1] + bias * bias for i in range(n)])
+    index = np.array([i for i in range(n) if upper[i] > 0], dtype=np.int64)
+    l = active = index.shape[0]
+    pg_max_old, pg_min_old = np.inf, -np.inf
+    it = 0
+    while it < max_iter:
+        pg_max, pg_min = -np.inf, np.inf
+        index[:active] = index[:active][rng.permutation(active)]
+        s = 0
+        while s < active:
+            i = index[s]
+            cols, vals = rows(i)
+            g = y[i] * (w[:-1][cols] @ vals + w[-1] * bias) - 1.0 + alpha[i] * diag[i]
+            pg = 0.0
+            if alpha[i] == 0.0:
+                if g > pg_max_old:  # bound at 0 and pushed further: shrink it away
+                    active -= 1
+                    index[s], index[active] = index[active], index[s]
+                    continue
+                pg = min(g, 0.0)
+            elif alpha[i] == upper[i]:
+                if g < pg_min_old:
+                    active -= 1
+                    index[s], index[active] = index[active], index[s]
+                    continue
+                pg = max(g, 0.0)
+            else:
+                pg = g
+            pg_max, pg_min = max(pg_max, pg), min(pg_min, pg)
+            if abs(pg) > 1e-12:
+                old = alpha[i]
+                alpha[i] = min(max(alpha[i] - g / qd[i], 0.0), upper[i])
+                step = (alpha[i] - old) * y[i]
+                w[:-1][cols] += step * vals
+                w[-1] += step * bias
+            s += 1
+        it += 1
+        if pg_max - pg_min <= tol:
+            if active == l:
+                break
+            active, pg_max_old, pg_min_old = l, np.inf, -np.inf
+            continue
+        pg_max_old = pg_max if pg_max > 0 else np.inf
+        pg_min_old = pg_min if pg_min < 0 else -np.inf
+    return it
+
+
+def svm_dual_cd(w, alpha, x, y, upper, diag, bias, tol, max_iter, seed):
+    """Dual coordinate descent with shrinking for the L2-regularised hinge (diag = 0, upper =
+    C s_i) and squared hinge (diag = 1 / (2 C s_i), upper = inf) losses (Hsieh et al. 2008,
+    liblinear's default solver), from the given alpha and w = Σ alpha_i y_i [x_i, bias].
+    Stops when the projected gradient's spread max − min over the active set is <= tol
+    (after re-checking every coordinate), or after max_iter passes; returns the passes run.
+    w (D + 1,) (the last entry is the intercept's weight on the constant feature `bias`);
+    alpha, y (±1), upper, diag (N,); x (N, D). The visiting order of each pass is a
+    permutation from a generator seeded with seed."""
+    return _svm_dual_cd(w, alpha, lambda i: (np.arange(x.shape[1]), x[i]), y, upper, diag,
+                        bias, tol, max_iter, seed)
+
+
+def svm_dual_cd_csr(w, alpha, data, indices, indptr, y, upper, diag, bias, tol, max_iter,
+                    seed):
+    """svm_dual_cd with x (N, D) in CSR."""
+    return _svm_dual_cd(w, alpha, lambda i: (indices[indptr[i]:indptr[i + 1]],
+                                             data[indptr[i]:indptr[i + 1]]),
+                        y, upper, diag, bias, tol, max_iter, seed)
+
+
+def _perceptron_epoch(w, b, rows, labels, order, use_bias):
+    mistakes = 0
+    for i in order:
+        cols, vals = rows(i)
+        z = w[:, cols] @ vals + (b if use_bias else 0.0)
+        y = labels[i]
+        if w.shape[0] == 1:  # binary, seeds 001/003: a mistake at y wᵀx <= 0, y in {−1, +1}
+            s = 1.0 if y == 1 else -1.0
+            if s * z[0] <= 0:
+                w[0, cols] += s * vals
+                if use_bias:
+                    b[0] += s
+                mistakes += 1
+            continue
+        top = np.flatnonzero(z == z.max())
+        wrong = top[top != y]
+        if wrong.size == 0:  # y is the unique argmax: "argmax \ {y} is empty, pass"
+            continue
+        pred = wrong[0]
+        w[pred, cols] -= vals
+        w[y, cols] += vals
+        if use_bias:
+            b[pred] -= 1.0
+            b[y] += 1.0
+        mistakes += 1
+    return mistakes
+
+
+def perceptron_epoch(w, b, x, labels, order, use_bias):
+    """One pass of seed 001's perceptron over the rows of x in `order`; returns the mistakes.
+    Binary (w (1, D)): labels in {0, 1} read as y = ∓1; a mistake is y (wᵀx + b) <= 0 and
+    moves w += y x, b += y. K classes (w (K, D)): unless y is the *unique* argmax of W x + b
+    (a tie is a mistake), ŷ = the first argmax other than y, w_ŷ −= x, w_y += x (biases ∓ 1).
+    w, b updated in place; b (K,); x (N, D); labels, order (N,) int."""
+    return _perceptron_epoch(w, b, lambda i: (np.arange(x.shape[1]), x[i]), labels, order,
+                             use_bias)
+
+
+def perceptron_epoch_csr(w, b, data, indices, indptr, labels, order, use_bias):
+    """perceptron_epoch with x in CSR."""
+    return _perceptron_epoch(w, b, lambda i: (indices[indptr[i]:indptr[i + 1]],
+                                              data[indptr[i]:indptr[i + 1]]),
+                             labels, order, use_bias)
+
+
+# ---- kernel SVM
+# N = training samples, F = features, M = query rows
+
+from .codes import SVM_LINEAR, SVM_POLY, SVM_PRECOMPUTED, SVM_RBF, SVM_SIGMOID  # noqa: E402
+
+
+def svm_kernel(out, a, b, a_sq, b_sq, kernel, gamma, coef0, degree):
+    """out[m, n] = k(a[m], b[n]); out (M, N), a (M, F), b (N, F); a_sq (M,), b_sq (N,) the
+    squared row norms (read by the rbf kernel only). Kernels (kernels.codes.SVM_*): linear
+    a.b, poly (gamma a.b + coef0)^degree, rbf exp(-gamma ||a - b||^2) with
+    ||a - b||^2 = a_sq + b_sq - 2 a.b (clipped at 0: rounding can make it slightly negative),
+    sigmoid tanh(gamma a.b + coef0). A row of the Gram matrix is the case M = 1."""
+    dot = a.astype(np.float64) @ b.astype(np.float64).T
+    if kernel == SVM_LINEAR:
+        k = dot
+    elif kernel == SVM_POLY:
+        k = (gamma * dot + coef0) ** degree
+    elif kernel == SVM_RBF:
+        d2 = np.maximum(a_sq.astype(np.float64)[:, None] + b_sq[None, :] - 2.0 * dot, 0.0)
+        k = np.exp(-gamma * d2)
+    elif kernel == SVM_SIGMOID:
+        k = np.tanh(gamma * dot + coef0)
+    else:
+        raise ValueError("unknown SVM kernel code")
+    out[...] = k
+
+
+def _svm_gram(x, x_sq, kernel, gamma, coef0, degree):
+    if kernel == SVM_PRECOMPUTED:
+        return np.asarray(x, np.float64)
+    gram = np.empty((x.shape[0], x.shape[0]))
+    svm_kernel(gram, x, x, x_sq, x_sq, kernel, gamma, coef0, degree)
+    return gram
+
+
+def svm_smo(alpha, x, x_sq, y, c, kernel, gamma, coef0, degree, tol, max_iter, cache,
+            shrinking):
+    """SMO on the dual of the soft-margin SVM, libsvm's C-SVC (Fan, Chen & Lin 2005):
+
+        min_alpha  1/2 alpha' Q alpha - sum(alpha)   s.t.  0 <= alpha_i <= c_i,  y' alpha = 0,
+
+    Q_ij = y_i y_j k(x_i, x_j). Writes alpha (N,) (started from 0) and returns (rho, n_iter,
+    converged); the decision function is sum_i alpha_i y_i k(x_i, x) - rho. y (N,) in
+    {-1, +1}; c (N,) the per-sample bounds (C times class and sample weights); x (N, F) or,
+    with SVM_PRECOMPUTED, the Gram matrix (N, N); x_sq (N,) squared row norms.
+
+    Each iteration takes the working pair of WSS3: i maximises -y_i G_i over I_up, j minimises
+    the second-order decrease -(b_ij^2) / a_ij over the j in I_low with b_ij =
+    -y_i G_i + y_j G_j > 0 (a_ij = K_ii + K_jj - 2 K_ij, or tau = 1e-12 when not positive);
+    it stops when the maximal violation m(alpha) - M(alpha) < tol, or after max_iter pairs.
+    This twin keeps the whole Gram matrix and never shrinks: `cache` and `shrinking` (the
+    CPU kernel's LRU rows and shrinking switch) are accepted and ignored."""
+    n = x.shape[0]
+    y = y.astype(np.float64)
+    K = _svm_gram(x, x_sq, kernel, gamma, coef0, degree)
+    Q = y[:, None] * y[None, :] * K
+    QD = np.diag(Q).copy()
+    a = np.zeros(n)
+    G = -np.ones(n)
+    tau = 1e-12
+    it = 0
+    converged = False
+    while it < max_iter:
+        up = np.where(y > 0, a < c, a > 0)  # I_up: y_t alpha_t can grow
+        low = np.where(y > 0, a > 0, a < c)  # I_low: y_t alpha_t can shrink
+        minus_yg = -y * G
+        if not up.any() or not low.any():
+            converged = True
+            break
+        i = int(np.flatnonzero(up)[np.argmax(minus_yg[up])])
+        g_max = minus_yg[i]
+        g_min = minus_yg[low].min()
+        if g_max - g_min < tol:
+            converged = True
+            break
+        b = g_max - minus_yg
+        quad = QD[i] + QD - 2.0 * y[i] * y * Q[i]
+        quad = np.where(quad > 0, quad, tau)
+        score = np.where(low & (b > 0), -(b * b) / quad, np.inf)
+        j = int(np.argmin(score))
+        it += 1
+        old_i, old_j = a[i], a[j]
+        # the pair's two-variable problem along y_i a_i + y_j a_j = const: a_j's optimum on
+        # the line, clipped to the range that keeps both in the box; the alpha that lands on
+        # a bound is set to it exactly (as the other plus the constant it could end an ulp
+        # inside, and be picked again and again without moving)
+        same = y[i] == y[j]
+        q = QD[i] + QD[j] - 2.0 * Q[i, j] * (1.0 if same else -1.0)
+        q = q if q > 0 else tau
+        if not same:
+            diff = a[i] - a[j]  # a_i - a_j is kept
+            lo, hi = max(0.0, -diff), min(c[j], c[i] - diff)
+            a[j] = min(max(a[j] + (-G[i] - G[j]) / q, lo), hi)
+            a[i] = c[i] if a[j] == c[i] - diff else (0.0 if a[j] == -diff else a[j] + diff)
+        else:
+            total = a[i] + a[j]  # a_i + a_j is kept
+            lo, hi = max(0.0, total - c[i]), min(c[j], total)
+            a[j] = min(max(a[j] + (G[i] - G[j]) / q, lo), hi)
+            a[i] = c[i] if a[j] == total - c[i] else (0.0 if a[j] == total else total - a[j])
+        G += Q[i] * (a[i] - old_i) + Q[j] * (a[j] - old_j)
+    alpha[...] = a
+    return _svm_rho(a, G, y, c), it, converged
+
+
+def _svm_rho(a, G, y, c):
+    """libsvm's rho: the mean of y_i G_i over the free alphas, else the midpoint of the
+    interval the KKT conditions leave for it."""
+    yg = y * G
+    free = (a > 0) & (a < c)
+    if free.any():
+        return float(yg[free].mean())
+    at_upper = a >= c
+    ub_set = np.where(at_upper, y < 0, y > 0)  # these bound rho from above
+    ub = yg[ub_set].min() if ub_set.any() else np.inf
+    lb = yg[~ub_set].max() if (~ub_set).any() else -np.inf
+    return float((ub + lb) / 2.0)

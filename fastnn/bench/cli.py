@@ -111,7 +111,7 @@ def run_suite(cfg, only=None, rep=None, out_dir=None):
     rep = rep or Reporter()
     results = {"config": cfg.name, "machine": _machine(), "groups": [], "w3": [], "w4": [],
                "targets": {}}
-    wanted = set(only or ["W1", "W2", "W3", "W4", "W5"])
+    wanted = set(only or ["W1", "W2", "W3", "W4", "W5", "W6", "W8", "W9"])
     peers_missing = []
     if not W.have_torch():
         peers_missing.append("torch (pip install 'fastnn-numba[bench]')")
@@ -214,6 +214,15 @@ def run_suite(cfg, only=None, rep=None, out_dir=None):
                               min_seconds=cfg.w5_min_seconds)
             results["groups"].append(g)
             print_group(g, rep)
+
+    if "W6" in wanted:
+        run_w6(cfg, results, rep)
+
+    if "W8" in wanted:
+        run_w8(cfg, results, rep)
+
+    if "W9" in wanted:
+        run_w9(cfg, results, rep)
 
     _targets(results, rep)
     if out_dir:
@@ -323,6 +332,162 @@ def _write(results, out_dir, rep):
     rep.line(f"wrote plots into {out_dir}")
 
 
+# ---- W6: convex models to the optimum
+
+def run_w6(cfg, results, rep):
+    """W6: fastnn's convex models beside every applicable scikit-learn solver, each timed to
+    coefficients within 1e-6 (relative) of the optimum: scikit-learn's at the loosest tol
+    that gets there (W.w6_row), fastnn at its defaults. BLAS and numba at their default
+    threads (both cores) for everyone. Rows go to results["w6"]; the targets (>= 1x the
+    fastest on every row, >= 3x on the large dense and CSR logistic rows) to
+    results["targets"]."""
+    if not W.have_sklearn():
+        rep.line("W6 skipped: scikit-learn is not installed")
+        return
+    rep.line()
+    rep.line(f"== W6  convex models to 1e-6 (relative) of the optimum, fastnn vs scikit-learn "
+             f"({cfg.name} sizes; all threads)")
+    rows = results.setdefault("w6", [])
+    for problem in W.w6_problems(cfg.name):
+        rep.progress(f"W6: {problem[0]}: reference optimum and scikit-learn's tol ladder")
+        impls, info = W.w6_row(problem)
+        g = run_group(f"W6 {problem[0]}", impls, info, cfg.rounds, rep)
+        med = {name: r["median_s"] for name, r in g["rows"].items()}
+        peers = {k: v for k, v in med.items() if k != "fastnn"}
+        fastest = min(peers, key=peers.get) if peers else None
+        row = {"problem": problem[0], "fastnn_s": med["fastnn"],
+               "fastnn_error": info["fastnn_error"], "sklearn": info["sklearn"],
+               "sklearn_s": peers, "fastest": fastest,
+               "ratio": peers[fastest] / med["fastnn"] if fastest else None}
+        rows.append(row)
+        rep.line(f"{problem[0]}")
+        rep.line(f"    {'fastnn':28s} {_fmt_s(med['fastnn']):>10s}  error "
+                 f"{info['fastnn_error']:.1e}")
+        for solver, s in info["sklearn"].items():
+            key = f"scikit-learn {solver}"
+            if key in med:
+                rep.line(f"    {key:28s} {_fmt_s(med[key]):>10s}  error {s['error']:.1e} "
+                         f"(tol {s['tol']:.0e})  {med[key] / med['fastnn']:6.2f}x fastnn's time")
+            else:
+                rep.line(f"    {key:28s} {'-':>10s}  never within 1e-6: best {s['error']:.1e} "
+                         f"at tol {s['tol']:.0e} ({_fmt_s(s['seconds_once'])})")
+        want = 3.0 if ("dense" in problem[0] and "Logistic" in problem[0]
+                       and "breast" not in problem[0]) or ("CSR" in problem[0]
+                                                            and "Logistic" in problem[0]) else 1.0
+        if fastest:
+            met = row["ratio"] >= want and info["fastnn_error"] <= W.W6_REL
+            results["targets"][f"W6 {problem[0]}"] = {"want": want, "got": row["ratio"],
+                                                      "met": met}
+            rep.line(f"    fastnn vs the fastest ({fastest}): {row['ratio']:.2f}x, want >= "
+                     f"{want:.0f}x: {'met' if met else 'NOT met'}")
+
+
+# ---- W8: kernel SVM
+
+def run_w8(cfg, results, rep):
+    """W8: fastnn.svm.SVC against scikit-learn's SVC (libsvm, single-threaded), RBF, one
+    fit each per round, fastnn on 1 and 2 threads (numba's; BLAS at 1). Rows go to
+    results["w8"]; the targets (>= 1x libsvm on one thread, >= 1.5x on two, from 20,000
+    samples) to results["targets"], printed here."""
+    if not W.have_sklearn():
+        rep.line("W8 skipped: scikit-learn is not installed")
+        return
+    rep.line()
+    rep.line("== W8  kernel SVM fit (RBF, C=1, gamma='scale', tol 1e-3), fastnn vs "
+             "scikit-learn's SVC (libsvm, 1 thread)")
+    rows = results.setdefault("w8", [])
+    header = (f"{'data':>8s} {'n':>7s} {'fastnn 1t':>10s} {'fastnn 2t':>10s} {'libsvm':>10s} "
+              f"{'libsvm/1t':>9s} {'libsvm/2t':>9s} {'SVs fastnn/libsvm':>18s} "
+              f"{'acc fastnn/libsvm':>18s} {'same pred':>9s}")
+    lines = []
+    for dataset in W.W8_SIZES.get(cfg.name, W.W8_SIZES["quick"]) + ("digits",):
+        rep.progress(f"W8: {dataset}: fitting both once and checking them against each other")
+        with _threads(1):
+            impls, info = W.w8_svc(dataset, threads=(1, 2) if cfg.name != "smoke" else (1,))
+            g = run_group(f"W8 {dataset}", impls, info, cfg.rounds, rep)
+        med = {name: r["median_s"] for name, r in g["rows"].items()}
+        two = med.get("fastnn, 2 threads")
+        row = {"dataset": dataset, "n_samples": info["work"], "fastnn_1t_s": med["fastnn"],
+               "fastnn_2t_s": two, "libsvm_s": med["scikit-learn SVC"],
+               "libsvm_over_1t": med["scikit-learn SVC"] / med["fastnn"],
+               "libsvm_over_2t": med["scikit-learn SVC"] / two if two else None,
+               "n_support": info["n_support"], "accuracy": info["accuracy"],
+               "prediction_agreement": info["prediction_agreement"],
+               "rounds": {name: r["rounds"] for name, r in g["rows"].items()}}
+        rows.append(row)
+        sv, acc = info["n_support"], info["accuracy"]
+        two_s = _fmt_s(two) if two else "-"
+        two_ratio = f"{row['libsvm_over_2t']:.2f}x" if two else "-"
+        lines.append(
+            f"{'digits' if dataset == 'digits' else 'synth':>8s} {info['work']:>7d} "
+            f"{_fmt_s(med['fastnn']):>10s} {two_s:>10s} "
+            f"{_fmt_s(med['scikit-learn SVC']):>10s} {row['libsvm_over_1t']:>8.2f}x "
+            f"{two_ratio:>9s} "
+            f"{sv['fastnn']:>8d}/{sv['scikit-learn SVC']:<9d} "
+            f"{acc['fastnn']:>8.4f}/{acc['scikit-learn SVC']:<9.4f} "
+            f"{info['prediction_agreement']:>9.4f}")
+    rep.line(header)
+    for line in lines:
+        rep.line(line)
+    for row in rows:
+        if row["dataset"] == "digits" or row["n_samples"] < 20_000:
+            continue
+        for key, want, label in (("libsvm_over_1t", 1.0, "1 thread"),
+                                 ("libsvm_over_2t", 1.5, "2 threads")):
+            if row[key] is None:
+                continue
+            met = row[key] >= want
+            name = f"W8 n={row['n_samples']} vs libsvm ({label})"
+            results["targets"][name] = {"want": want, "got": row[key], "met": met}
+            rep.line(f"  {name:34s} want >= {want:5.2f}x  got {row[key]:7.2f}x  "
+                     f"{'met' if met else 'NOT met'}")
+
+
+# ---- W9: Hessian-vector products
+
+def run_w9(cfg, results, rep):
+    """W9: one H v (the R-operator) against one gradient, beside PyTorch's double backward,
+    over P; 1 thread everywhere. The claim: hvp / gradient stays near 2 and flat (O(P))."""
+    rep.line()
+    rep.line(f"== W9  Hessian-vector product vs gradient, [w, w, w, 10] tanh, batch "
+             f"{W.W9_BATCH}, float32, 1 thread")
+    rep.line(f"{'P':>9s} {'fastnn hvp':>11s} {'gradient':>10s} {'hvp/grad':>9s} "
+             f"{'torch hvp':>10s} {'torch grad':>11s} {'hvp/grad':>9s} {'torch/fastnn hvp':>17s}")
+    rows = results.setdefault("w9", [])
+    for width in W.W9_WIDTHS[cfg.name if cfg.name in W.W9_WIDTHS else "quick"]:
+        rep.progress(f"W9: width {width}")
+        with _threads(1):
+            impls, info = W.w9_hvp(cfg, width)
+            for name in ("torch double backward", "torch gradient"):
+                _torch_at(impls, name, 1)
+            g = run_group(f"W9 width {width}", impls, info, cfg.rounds, rep,
+                          min_seconds=0.0 if cfg.name == "smoke" else 0.05)
+        med = {name: r["median_s"] for name, r in g["rows"].items()}
+        row = {"width": width, "n_params": info["n_params"], "hvp_s": med["fastnn"],
+               "gradient_s": med["fastnn gradient"],
+               "hvp_over_gradient": med["fastnn"] / med["fastnn gradient"],
+               "checks": info["checks"]}
+        line = (f"{info['n_params']:>9,d} {_fmt_s(row['hvp_s']):>11s} "
+                f"{_fmt_s(row['gradient_s']):>10s} {row['hvp_over_gradient']:>8.2f}x")
+        if "torch double backward" in med:
+            row.update(torch_hvp_s=med["torch double backward"],
+                       torch_gradient_s=med["torch gradient"],
+                       torch_hvp_over_gradient=med["torch double backward"]
+                       / med["torch gradient"],
+                       torch_over_fastnn_hvp=med["torch double backward"] / med["fastnn"])
+            line += (f" {_fmt_s(row['torch_hvp_s']):>10s} {_fmt_s(row['torch_gradient_s']):>11s}"
+                     f" {row['torch_hvp_over_gradient']:>8.2f}x "
+                     f"{row['torch_over_fastnn_hvp']:>16.2f}x")
+        rows.append(row)
+        rep.line(line)
+    if len(rows) >= 3:
+        ps = [r["n_params"] for r in rows]
+        results["w9_slope_hvp"] = fit_loglog_slope(ps, [r["hvp_s"] for r in rows])
+        results["w9_slope_ratio"] = fit_loglog_slope(ps, [r["hvp_over_gradient"] for r in rows])
+        rep.line(f"fitted slopes over P: hvp time {results['w9_slope_hvp']:.2f}, "
+                 f"hvp/gradient {results['w9_slope_ratio']:.2f} (O(P): flat ratio, slope ~0)")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fastnn bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -344,10 +509,10 @@ def main(argv=None):
     only = None
     if args.only:
         only = [w.strip().upper() for w in args.only.split(",") if w.strip()]
-        bad = [w for w in only if w not in ("W1", "W2", "W3", "W4", "W5")]
+        bad = [w for w in only if w not in ("W1", "W2", "W3", "W4", "W5", "W6", "W8", "W9")]
         if bad:
             parser.error(f"--only: unknown workload(s) {', '.join(bad)}; valid: W1, W2, W3, "
-                         "W4, W5")
+                         "W4, W5, W6, W8, W9")
     try:
         import threadpoolctl  # noqa: F401
     except ImportError:

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import Dense, Sequential, optim
+from .. import cpu_backend  # W9
+from ..layers import Stack  # W9
+from ..losses import LossKernel  # W9
 from ..kernels import codes, cpu
 from ..kernels import reference
 from ..kernels.layout import layer_views, mlp_layout
@@ -249,7 +252,7 @@ def w1_per_sample(cfg, n_check=200):
     w_off, b_off, _ = mlp_layout(sizes)
     reference.sgd_epoch(want, x, labels, np.zeros((0, 0), np.float32), np.arange(n_check), sizes,
                         w_off, b_off, np.array([codes.RELU, codes.IDENTITY]), 0.0,
-                        codes.LOSS_SOFTMAX_CE, lr, 0.0)
+                        np.zeros(2), 0, codes.LOSS_SOFTMAX_CE, lr, 0.0)
     info["checks"]["fastnn vs reference"] = check_close("fastnn", model.params, want)
     fastnn_after = model.params.copy()
 
@@ -466,4 +469,314 @@ def w5_inference(cfg, batch):
         tx = torch.from_numpy(x)
         info["checks"]["torch"] = check_close("torch", net.predict(tx).numpy(), got)
         impls["torch"] = (lambda: net, lambda n: n.predict(tx))
+    return impls, info
+
+
+# ---- W9: Hessian-vector products
+
+# widths w of the [w, w, w, 10] tanh network: P = 2 w^2 + 13 w + 10, from ~1e3 to ~1e6
+W9_WIDTHS = {"smoke": (8, 16), "quick": (20, 45, 100, 220, 450),
+             "full": (20, 45, 100, 220, 450, 700)}
+W9_BATCH = 128
+
+
+def w9_hvp(cfg, width):
+    """One Hessian-vector product (kernels.cpu.mlp_hvp, the R-operator) beside one gradient
+    (fastnn.cpu_backend.gradient, the one fit and diagnostics use) on the same float32
+    network and batch, and PyTorch's double-backward hvp (grad of (grad . v)) beside its own
+    gradient. Checked first: fastnn's H v against PyTorch's, and the two gradients."""
+    sizes = np.array([width, width, width, 10])
+    w_off, b_off, n_params = mlp_layout(sizes)
+    x, labels = peers.make_data(W9_BATCH, width, 10, seed=0)
+    params = peers.init_params(sizes, np.float32, seed=1)
+    v = np.random.default_rng(2).standard_normal(n_params).astype(np.float32)
+    stack = Stack([Dense(width, activation="tanh"), Dense(width, activation="tanh"),
+                   Dense(10)], width, np.float32)
+    kernel = LossKernel(codes.LOSS_SOFTMAX_CE)
+    no_targets, no_sw, hv = np.zeros((0, 0), np.float32), np.zeros(0, np.float32), \
+        np.empty_like(params)
+
+    def hvp(_):
+        cpu.mlp_hvp(hv, params, v, x, labels, no_targets, no_sw, stack.sizes, stack.w_off,
+                    stack.b_off, stack.acts, stack.alpha, stack.l2, kernel.code, 0.0)
+        return hv
+
+    def gradient(_):
+        return cpu_backend.gradient(stack, params, x, labels, None, kernel)[1]
+
+    info = {"workload": "W9", "width": width, "n_params": n_params, "batch": W9_BATCH,
+            "unit": "products/s", "work": 1, "checks": {}}
+    impls = {"fastnn": (lambda: None, hvp), "fastnn gradient": (lambda: None, gradient)}
+    if have_torch():
+        torch = peers.torch
+        tx, ty, tv = torch.from_numpy(x), torch.from_numpy(labels), torch.from_numpy(v)
+        tp = torch.from_numpy(params.copy()).requires_grad_(True)
+
+        def objective(p):
+            a = tx
+            for l in range(3):
+                w = p[w_off[l]:w_off[l] + sizes[l] * sizes[l + 1]].view(int(sizes[l]),
+                                                                        int(sizes[l + 1]))
+                a = a @ w + p[b_off[l]:b_off[l] + sizes[l + 1]]
+                a = torch.tanh(a) if l < 2 else a
+            return torch.nn.functional.cross_entropy(a, ty)
+
+        def torch_hvp(_):
+            g, = torch.autograd.grad(objective(tp), tp, create_graph=True)
+            return torch.autograd.grad(g @ tv, tp)[0]
+
+        def torch_gradient(_):
+            return torch.autograd.grad(objective(tp), tp)[0]
+
+        want_hv, got_hv = torch_hvp(None).numpy(), hvp(None)
+        scale = float(np.abs(want_hv).max())
+        # float32, sums of up to a few thousand terms in other orders (BLAS blocking): ~1e-6
+        # of the largest entry; a wrong second-derivative term moves entries by O(1) of it
+        err = float(np.abs(got_hv - want_hv).max()) / scale
+        if err > 1e-4:
+            raise AssertionError(f"W9 width {width}: fastnn's H v differs from PyTorch's by "
+                                 f"{err:.2e} of its largest entry")
+        info["checks"]["torch"] = {"max_err_over_max": err}
+        info["checks"]["torch gradient"] = check_close("torch gradient",
+                                                       torch_gradient(None).numpy(),
+                                                       gradient(None))
+        impls["torch double backward"] = (lambda: None, torch_hvp)
+        impls["torch gradient"] = (lambda: None, torch_gradient)
+    return impls, info
+
+
+# ---- W8: kernel SVM
+
+W8_SIZES = {"smoke": (300,), "quick": (5_000, 20_000), "full": (5_000, 20_000, 50_000)}
+W8_TEST = 0.2  # held-out fraction, for the accuracy column
+
+
+def w8_data(dataset, seed=0):
+    """(X, y, X_test, y_test): an int is that many training samples of
+    make_classification(n_features=20, n_informative=10) (plus W8_TEST as many held out),
+    "digits" scikit-learn's digits (/16), 80/20."""
+    from sklearn.datasets import load_digits, make_classification
+    if dataset == "digits":
+        X, y = load_digits(return_X_y=True)
+        X = X / 16.0
+        n = int(len(y) * (1 - W8_TEST))
+    else:
+        n = int(dataset)
+        X, y = make_classification(n + int(n * W8_TEST), n_features=20, n_informative=10,
+                                   random_state=seed)
+    order = np.random.default_rng(seed).permutation(len(y))
+    X, y = X[order], y[order]
+    return X[:n], y[:n], X[n:], y[n:]
+
+
+def w8_svc(dataset, threads=(1, 2)):
+    """fastnn.svm.SVC (on 1 and 2 numba threads) and scikit-learn's SVC (libsvm, one
+    thread), RBF, C = 1, gamma "scale", tol 1e-3, cache 200 MB: one fit each. Checked
+    before timing: the same support-vector count within 1% and the same test predictions on
+    at least 99.5% of the held-out samples (both stop at a tol-optimal point, not the same
+    one; measured: identical support sets at 5,000 and on digits)."""
+    import numba
+    from sklearn.svm import SVC as SklearnSVC
+
+    from ..svm import SVC
+
+    X, y, X_test, y_test = w8_data(dataset)
+    ours, theirs = SVC().fit(X, y), SklearnSVC().fit(X, y)
+    n_sv = {"fastnn": int(ours.support_.size), "scikit-learn SVC": int(theirs.support_.size)}
+    p_ours, p_theirs = ours.predict(X_test), theirs.predict(X_test)
+    agree = float(np.mean(p_ours == p_theirs))
+    if abs(n_sv["fastnn"] - n_sv["scikit-learn SVC"]) > 0.01 * n_sv["scikit-learn SVC"] + 1 \
+            or agree < 0.995:
+        raise AssertionError(f"W8 {dataset}: fastnn and scikit-learn disagree: support vectors "
+                             f"{n_sv}, test predictions agree on {agree:.4f}")
+    info = {"workload": "W8", "dataset": dataset, "unit": "samples/s", "work": len(y),
+            "title": f"SVC fit, RBF, {dataset} ({len(y)} training samples)",
+            "n_support": n_sv, "prediction_agreement": agree,
+            "accuracy": {"fastnn": float(np.mean(p_ours == y_test)),
+                         "scikit-learn SVC": float(np.mean(p_theirs == y_test))},
+            "checks": {"scikit-learn SVC": {"n_support": n_sv, "agreement": agree}}}
+
+    def fastnn_fit(n_threads):
+        def run(_):
+            numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
+            try:
+                SVC().fit(X, y)
+            finally:
+                numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        return run
+
+    impls = {}
+    for t in threads:
+        impls["fastnn" if t == 1 else f"fastnn, {t} threads"] = (lambda: None, fastnn_fit(t))
+    impls["scikit-learn SVC"] = (lambda: None, lambda _: SklearnSVC().fit(X, y))
+    return impls, info
+
+
+# ---- W6: convex models to the optimum
+
+# (rows, features) of the synthetic W6 problems per suite; "full" is the issue's sizes
+W6_SIZES = {
+    "smoke": {"logistic_dense": (600, 10), "logistic_csr": (800, 600), "softmax": (400, 12),
+              "svm": (500, 10), "ridge_dense": (600, 10), "ridge_csr": (800, 300)},
+    "quick": {"logistic_dense": (20_000, 100), "logistic_csr": (20_000, 20_000),
+              "softmax": (10_000, 200), "svm": (20_000, 100), "ridge_dense": (50_000, 100),
+              "ridge_csr": (50_000, 1_000)},
+    "full": {"logistic_dense": (100_000, 100), "logistic_csr": (50_000, 50_000),
+             "softmax": (50_000, 200), "svm": (20_000, 100), "ridge_dense": (100_000, 100),
+             "ridge_csr": (200_000, 2_000)},
+}
+W6_DENSITY = {"logistic_csr": 0.002, "ridge_csr": 0.005}
+W6_REL = 1e-6  # the bar: max |coef − optimum| / max |optimum|
+W6_TOLS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-10, 1e-12)  # scikit-learn's tol ladder
+
+
+def _w6_synthetic(kind, n, d, seed=0):
+    """X (dense N(0, 1), or CSR with W6_DENSITY of N(0, 1) entries) and y from a random linear
+    model with noise: ±1 labels through a logistic draw, 10 classes through Gumbel noise
+    (softmax), or real targets."""
+    import scipy.sparse
+    rng = np.random.default_rng(seed)
+    if kind in W6_DENSITY:
+        X = scipy.sparse.random(n, d, density=W6_DENSITY[kind], format="csr", random_state=rng,
+                                data_rvs=rng.standard_normal)
+        scale = 1.0 / np.sqrt(max(d * W6_DENSITY[kind], 1.0))
+    else:
+        X = rng.standard_normal((n, d))
+        scale = 1.0 / np.sqrt(d)
+    if kind == "softmax":
+        z = X @ (rng.standard_normal((d, 10)) * 3 * scale) + rng.gumbel(size=(n, 10))
+        return X, np.argmax(z, axis=1)
+    z = X @ (rng.standard_normal(d) * 3 * scale)
+    if kind.startswith("ridge"):
+        return X, z + 0.5 * rng.standard_normal(n) + 1.0
+    return X, (rng.random(n) < 1 / (1 + np.exp(-z))).astype(np.int64)
+
+
+def w6_problems(cfg_name):
+    """The W6 rows: (name, kind, X, y, params, fit_intercept, scikit-learn solvers)."""
+    from sklearn.datasets import load_breast_cancer, load_digits
+    from sklearn.preprocessing import StandardScaler
+    sizes = W6_SIZES.get(cfg_name, W6_SIZES["quick"])
+    cancer_x, cancer_y = load_breast_cancer(return_X_y=True)
+    digits_x, digits_y = load_digits(return_X_y=True)
+    lr = ("lbfgs", "newton-cg", "newton-cholesky")
+    rows = [("LogisticRegression, breast cancer (scaled)", "logistic",
+             StandardScaler().fit_transform(cancer_x), cancer_y, 1.0, True, lr),
+            ("LogisticRegression, breast cancer (raw)", "logistic", cancer_x, cancer_y, 1.0,
+             True, lr)]
+    if cfg_name == "smoke":  # CI: the synthetic rows at tiny sizes only (lbfgs alone spends
+        rows = []            # ~10 s failing to reach 1e-6 on raw breast cancer)
+    n, d = sizes["logistic_dense"]
+    rows.append((f"LogisticRegression, {n:,} x {d} dense", "logistic",
+                 *_w6_synthetic("logistic_dense", n, d), 1.0, True, lr))
+    n, d = sizes["logistic_csr"]
+    # no intercept, so that liblinear (which penalises one) solves the same problem
+    rows.append((f"LogisticRegression, {n:,} x {d:,} CSR {W6_DENSITY['logistic_csr']:.1%}",
+                 "logistic", *_w6_synthetic("logistic_csr", n, d), 1.0, False,
+                 ("lbfgs", "newton-cg", "liblinear")))
+    if cfg_name != "smoke":
+        rows.append(("SoftmaxRegression, digits (scaled)", "softmax",
+                     StandardScaler().fit_transform(digits_x), digits_y, 1.0, True, lr))
+    n, d = sizes["softmax"]
+    rows.append((f"SoftmaxRegression, {n:,} x {d} dense, 10 classes", "softmax",
+                 *_w6_synthetic("softmax", n, d), 1.0, True, lr))
+    n, d = sizes["svm"]
+    rows.append((f"LinearSVM (squared hinge, C=0.1), {n:,} x {d} dense", "svm",
+                 *_w6_synthetic("logistic_dense", n, d, seed=1), 0.1, True,
+                 ("liblinear dual", "liblinear primal")))
+    n, d = sizes["ridge_dense"]
+    ridge = ("cholesky", "svd", "lsqr", "sparse_cg")
+    rows.append((f"LinearRegression (alpha=1), {n:,} x {d} dense", "ridge",
+                 *_w6_synthetic("ridge_dense", n, d), 1.0, True, ridge))
+    n, d = sizes["ridge_csr"]
+    rows.append((f"LinearRegression (alpha=1), {n:,} x {d:,} CSR "
+                 f"{W6_DENSITY['ridge_csr']:.1%}", "ridge",
+                 *_w6_synthetic("ridge_csr", n, d), 1.0, True,
+                 ("lsqr", "sparse_cg", "sag")))  # cholesky: no intercept on sparse X
+    return rows
+
+
+def _w6_coef(est, kind):
+    """The fitted parameters as one vector: coef_ and intercept_ (a softmax's intercepts
+    centred: softmax ignores a shift shared by all classes)."""
+    b = np.atleast_1d(np.asarray(est.intercept_, dtype=np.float64))
+    if kind == "softmax":
+        b = b - b.mean()
+    return np.r_[np.ravel(est.coef_), b]
+
+
+def _w6_fastnn(kind, param, fit_intercept, **kw):
+    from .. import linear_model as lm
+    if kind == "logistic":
+        return lm.LogisticRegression(C=param, fit_intercept=fit_intercept, **kw)
+    if kind == "softmax":
+        return lm.SoftmaxRegression(C=param, fit_intercept=fit_intercept, **kw)
+    if kind == "svm":
+        return lm.LinearSVM(C=param, loss="squared_hinge", fit_intercept=fit_intercept, **kw)
+    return lm.LinearRegression(alpha=param, fit_intercept=fit_intercept, **kw)
+
+
+def _w6_sklearn(kind, param, fit_intercept, solver, tol):
+    import sklearn.linear_model as sk_lm
+    from sklearn.svm import LinearSVC
+    if kind in ("logistic", "softmax"):
+        return sk_lm.LogisticRegression(C=param, fit_intercept=fit_intercept, solver=solver,
+                                        tol=tol, max_iter=100_000)
+    if kind == "svm":
+        return LinearSVC(C=param, loss="squared_hinge", dual=solver == "liblinear dual",
+                         fit_intercept=fit_intercept, tol=tol, max_iter=1_000_000)
+    return sk_lm.Ridge(alpha=param, fit_intercept=fit_intercept, solver=solver, tol=tol,
+                       max_iter=100_000)
+
+
+def _w6_error(coef, ref):
+    return float(np.max(np.abs(coef - ref)) / np.max(np.abs(ref)))
+
+
+def w6_row(problem, tight=True):
+    """One W6 row, checked before it is timed: the reference optimum (fastnn's own solver at
+    tol 1e-13, which some scikit-learn solver must reproduce to 1e-6, or the row fails),
+    fastnn's default fit and its error, and for each scikit-learn solver the loosest tol of
+    W6_TOLS whose fit is within W6_REL of the optimum (its error, or its best error when no
+    tol reaches it). Returns (impls to time, info)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    name, kind, X, y, param, fit_intercept, solvers = problem
+    tight_kw = {"tol": 1e-13, "max_iter": 100_000} if kind != "ridge" else {}
+    if kind == "svm":
+        tight_kw = {"tol": 1e-13, "max_iter": 1000}
+    ref = _w6_coef(_w6_fastnn(kind, param, fit_intercept, **tight_kw).fit(X, y), kind)
+    ours = _w6_fastnn(kind, param, fit_intercept).fit(X, y)
+    info = {"workload": "W6", "title": name, "work": X.shape[0], "unit": "fits/s",
+            "fastnn_error": _w6_error(_w6_coef(ours, kind), ref), "sklearn": {},
+            "checks": {}}
+    impls = {"fastnn": (lambda: None, lambda _: _w6_fastnn(kind, param, fit_intercept)
+                        .fit(X, y))}
+    exact = {"cholesky", "svd"}  # direct solves: tol does not apply
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for solver in solvers:
+            best = None
+            for tol in ((1e-3,) if solver in exact else W6_TOLS):
+                start = time.perf_counter()
+                est = _w6_sklearn(kind, param, fit_intercept, solver, tol).fit(X, y)
+                seconds = time.perf_counter() - start
+                err = _w6_error(_w6_coef(est, kind), ref)
+                if best is None or err < best["error"]:
+                    best = {"tol": tol, "error": err, "seconds_once": seconds}
+                if err <= W6_REL or seconds > 20:  # a solver that slow is out of the race
+                    break
+            best["reached"] = best["error"] <= W6_REL
+            info["sklearn"][solver] = best
+            if best["reached"]:
+                tol = best["tol"]
+                impls[f"scikit-learn {solver}"] = (
+                    lambda: None, lambda _, s=solver, t=tol: _w6_sklearn(
+                        kind, param, fit_intercept, s, t).fit(X, y))
+    best_err = min(v["error"] for v in info["sklearn"].values())
+    info["checks"]["reference"] = {"best_sklearn_error": best_err}
+    if best_err > 1e-4:
+        raise AssertionError(f"W6 {name}: no scikit-learn solver comes within 1e-4 of "
+                             f"fastnn's optimum (best {best_err:.1e}): they disagree")
     return impls, info

@@ -29,5 +29,5 @@ def test_cli_rejects_unknown_workload(capsys):
     import pytest
 
     with pytest.raises(SystemExit):
-        main(["--only", "W9"])
+        main(["--only", "W99"])
     assert "unknown workload" in capsys.readouterr().err

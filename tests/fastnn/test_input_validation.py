@@ -146,3 +146,49 @@ def test_fit_before_compile_is_refused():
     model = fn.Sequential([fn.Dense(3)])
     with pytest.raises(RuntimeError, match="compile"):
         model.fit(X, Y, verbose=0)
+
+
+# ---- masked arrays and all-zero weights (issue 12)
+
+def _masked(a):
+    return np.ma.masked_array(a, mask=np.zeros(np.shape(a), bool))  # even an empty mask
+
+
+@pytest.mark.parametrize("arg, loss", [("x", "softmax_cross_entropy"),
+                                       ("y", "softmax_cross_entropy"), ("y", "mse"),
+                                       ("sample_weight", "softmax_cross_entropy")])
+def test_masked_arrays_are_refused_by_name(arg, loss):
+    """The mask would not be honoured (the kernels read the data under it), so fastnn refuses
+    masked arrays, whatever the mask holds."""
+    model = _model(loss=loss, k=1 if loss == "mse" else 3)
+    before = model.params.copy()
+    args = dict(x=X, y=Y if loss != "mse" else Y[:, None].astype(float),
+                sample_weight=np.ones(20))
+    args[arg] = _masked(args[arg])
+    with pytest.raises(TypeError, match=f"{arg} is a masked array"):
+        model.fit(epochs=1, verbose=0, **args)
+    np.testing.assert_array_equal(model.params, before)
+    with pytest.raises(TypeError, match="x is a masked array"):
+        model.predict(_masked(X))
+
+
+def test_validation_functions_refuse_masked_arrays_and_zero_weights():
+    from fastnn import validation as v
+    for call in (lambda: v.check_x(_masked(X)), lambda: v.check_labels(_masked(Y), 3),
+                 lambda: v.check_targets(_masked(X[:, :1]), 1, np.float64),
+                 lambda: v.check_sample_weight(_masked(np.ones(20)), 20, np.float64)):
+        with pytest.raises(TypeError, match="masked array"):
+            call()
+    with pytest.raises(ValueError, match="sample_weight is 0 for every sample"):
+        v.check_sample_weight(np.zeros(20), 20, np.float64)
+    assert v.check_sample_weight(np.eye(20)[3], 20, np.float64)[3] == 1.0  # one is enough
+
+
+def test_all_zero_sample_weight_is_refused_by_fit():
+    model = _model()
+    before = model.params.copy()
+    with pytest.raises(ValueError, match="sample_weight is 0 for every sample"):
+        model.fit(X, Y, sample_weight=np.zeros(20), verbose=0)
+    with pytest.raises(ValueError, match=r"validation_data\[2\] is 0 for every sample"):
+        model.fit(X, Y, validation_data=(X, Y, np.zeros(20)), verbose=0)
+    np.testing.assert_array_equal(model.params, before)

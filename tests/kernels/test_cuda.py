@@ -167,6 +167,9 @@ def test_label_losses(dtype, shape, weighted, mean):
     if k > 33:  # a tie across lanes: the first argmax (column 1, lane 1) must win over 33
         z[0, 1] = z[0, 33] = 50.0
         labels[0] = 2
+    if n > 1:  # every score tied, as from W = 0: a mistake under seed 001's perceptron rule
+        z[1, :] = 0.0
+        labels[1] = 0
     sw = _weights(rng, n, dtype, weighted)
     for smoothing in (0.0, 0.1):
         _check_loss("softmax_cross_entropy", dtype, z, labels, sw, mean, smoothing)

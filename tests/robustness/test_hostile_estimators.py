@@ -195,3 +195,34 @@ def test_predict_before_fit_is_refused():
     for make, _ in ESTIMATORS.values():
         with pytest.raises(NotFittedError):
             make().predict(X)
+
+
+# ---- all-zero and masked sample weights, hostile partial_fit (issue 12)
+
+def _takes_sample_weight(est):
+    import inspect
+    return "sample_weight" in inspect.signature(est.fit).parameters
+
+
+@pytest.mark.parametrize("name", [n for n, (make, _) in ESTIMATORS.items()
+                                  if _takes_sample_weight(make())])
+def test_all_zero_and_masked_sample_weight_refused(name):
+    est = _fitted(name)
+    y = Y_CLS if ESTIMATORS[name][1] == "cls" else Y_REG
+    for sw in (np.zeros(N), np.ma.masked_array(np.ones(N), mask=np.arange(N) == 2)):
+        _assert_refused(lambda: est.fit(X, y, sample_weight=sw), est, "sample_weight")
+
+
+@pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor"])
+def test_bad_partial_fit_input_refused(name):
+    est = _fitted(name)
+    kind = ESTIMATORS[name][1]
+    y = Y_CLS if kind == "cls" else Y_REG
+    bad = [(X[:, :2], y, "X"), (X, y[:-1], "y"), (np.full_like(X, np.nan), y, "X"),
+           (X, y, "sample_weight")]
+    for xb, yb, arg in bad:
+        sw = np.zeros(N) if arg == "sample_weight" else None
+        _assert_refused(lambda: est.partial_fit(xb, yb, sample_weight=sw), est, arg)
+    if kind == "cls":
+        _assert_refused(lambda: est.partial_fit(X, Y_CLS + 5), est, "classes")
+        _assert_refused(lambda: est.partial_fit(X, Y_CLS, classes=[0, 1]), est, "classes")

@@ -1,0 +1,222 @@
+"""The convex solvers' kernels ("convex solvers and sparse products" sections of kernels.cpu
+and kernels.reference): the CSR products against SciPy (through their reference twins) on
+awkward matrices (empty rows and columns, one row, a duplicate entry summed by SciPy's own
+canonicalisation, int32 and int64 indices); the per-sample loss kernels against their twins
+and, in float64, their derivatives against central differences; the dual coordinate descent
+against its twin and the SVM's optimality conditions; the perceptron epoch against its twin
+and a tie worked by hand. float32 and float64 throughout."""
+import numpy as np
+import pytest
+import scipy.sparse
+from backends import STEP_TOL, check_backends
+from helpers import DTYPES, randn
+
+from fastnn.kernels import cpu, reference
+
+CPU = ("reference", "cpu")
+
+
+def _matrices(dtype, index_dtype):
+    """(name, CSR matrix) pairs of awkward shapes, canonical as SciPy leaves them."""
+    rng = np.random.default_rng(3)
+    out = []
+    for n, d, density in [(1, 1, 1.0), (1, 13, 0.5), (7, 1, 0.6), (17, 19, 0.2),
+                          (31, 5, 0.0), (2, 3, 1.0)]:
+        m = scipy.sparse.random(n, d, density=density, random_state=rng, format="csr",
+                                dtype=np.float64)
+        out.append((f"{n}x{d}@{density}", m))
+    # empty rows and columns, and a duplicate (row 0, col 2) that sum_duplicates folds
+    rows, cols = np.array([0, 0, 3, 3, 5, 0]), np.array([2, 4, 0, 4, 2, 2])
+    vals = np.array([1.0, -2.0, 3.0, 0.5, -1.5, 4.0])
+    m = scipy.sparse.coo_matrix((vals, (rows, cols)), shape=(7, 6)).tocsr()
+    m.sum_duplicates()
+    out.append(("gaps+duplicate", m))
+    return [(name, m.data.astype(dtype), m.indices.astype(index_dtype),
+             m.indptr.astype(index_dtype), m.shape) for name, m in out]
+
+
+CASES = [(dt, it) for dt in DTYPES for it in (np.int32, np.int64)]
+
+
+@pytest.mark.parametrize("dtype,index_dtype", CASES)
+@pytest.mark.parametrize("kernel", ["csr_matmul", "csr_matmul_parallel"])
+def test_csr_matmul_matches_scipy_on_awkward_shapes(dtype, index_dtype, kernel):
+    rng = np.random.default_rng(0)
+    for name, data, indices, indptr, (n, d) in _matrices(dtype, index_dtype):
+        for k in (1, 3, 10):
+            w = randn(rng, (d, k), dtype)
+            check_backends(kernel, [np.full((n, k), np.nan, dtype), data, indices,
+                                          indptr, w], STEP_TOL[dtype], backends=CPU,
+                           names=[f"out ({name})", "data", "indices", "indptr", "w"])
+            # the transpose product Xᵀ R is csr_matmul on the CSR arrays of Xᵀ (X's CSC)
+            xt = scipy.sparse.csr_matrix((data, indices, indptr), shape=(n, d)).T.tocsr()
+            r = randn(rng, (n, k), dtype)
+            got = np.full((d, k), np.nan, dtype)
+            getattr(cpu, kernel)(got, xt.data, xt.indices.astype(index_dtype),
+                           xt.indptr.astype(index_dtype), r)
+            want = scipy.sparse.csr_matrix((data, indices, indptr), shape=(n, d)).T @ r
+            np.testing.assert_allclose(got, want, *STEP_TOL[dtype], err_msg=name)
+
+
+@pytest.mark.parametrize("dtype,index_dtype", CASES)
+def test_csr_weighted_gram_matches_scipy(dtype, index_dtype):
+    rng = np.random.default_rng(1)
+    for name, data, indices, indptr, (n, d) in _matrices(dtype, index_dtype):
+        weights = rng.random(n).astype(dtype)
+        res = check_backends("csr_weighted_gram", [np.full((d, d), np.nan, dtype), data,
+                                                   indices, indptr, weights],
+                             STEP_TOL[dtype], backends=CPU,
+                             names=[f"out ({name})", "data", "indices", "indptr", "d"])
+        gram = res["cpu"][1][0]
+        np.testing.assert_array_equal(gram, gram.T)  # each pair summed in one order
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 2, 13])
+def test_logistic_loss_grad_matches_twin_and_differences(dtype, n):
+    rng = np.random.default_rng(n)
+    z = randn(rng, n, dtype, 3.0)
+    z[0] = 40.0  # far in the tail: exp(-|z|) form, no overflow
+    y = np.where(rng.random(n) < 0.5, -1.0, 1.0).astype(dtype)
+    sw = rng.random(n).astype(dtype)
+    check_backends("logistic_loss_grad", [np.empty(n, dtype), np.empty(n, dtype), z, y, sw],
+                   STEP_TOL[dtype], backends=CPU)
+    if dtype != np.float64:
+        return
+    dz, hw = np.empty(n), np.empty(n)
+    cpu.logistic_loss_grad(dz, hw, z, y, sw)
+    eps = 1e-5
+    for i in range(n):
+        zp, zm = z.copy(), z.copy()
+        zp[i] += eps
+        zm[i] -= eps
+        scratch = [np.empty(n) for _ in range(4)]
+        fp = cpu.logistic_loss_grad(scratch[0], scratch[1], zp, y, sw)
+        fm = cpu.logistic_loss_grad(scratch[2], scratch[3], zm, y, sw)
+        # central differences: O(eps²) truncation, O(1e-16 / eps) rounding
+        np.testing.assert_allclose(dz[i], (fp - fm) / (2 * eps), atol=1e-8)
+        np.testing.assert_allclose(hw[i], (scratch[0][i] - scratch[2][i]) / (2 * eps),
+                                   atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,k", [(1, 2), (5, 3), (13, 10)])
+def test_softmax_loss_grad_and_hessian_rows(dtype, n, k):
+    rng = np.random.default_rng(n * k)
+    z = randn(rng, (n, k), dtype, 3.0)
+    labels = rng.integers(0, k, n)
+    sw = rng.random(n).astype(dtype)
+    res = check_backends("softmax_loss_grad", [np.empty((n, k), dtype), np.empty((n, k), dtype),
+                                               z, labels, sw], STEP_TOL[dtype], backends=CPU)
+    p = res["reference"][1][1]
+    u = randn(rng, (n, k), dtype)
+    check_backends("softmax_hessian_rows", [np.empty((n, k), dtype), p, u, sw],
+                   STEP_TOL[dtype], backends=CPU)
+    if dtype != np.float64:
+        return
+    # the Hessian rows are the directional derivative of dz along u
+    eps = 1e-6
+    grads = []
+    for sign in (1, -1):
+        dz, pp = np.empty((n, k)), np.empty((n, k))
+        cpu.softmax_loss_grad(dz, pp, z + sign * eps * u, labels, sw)
+        grads.append(dz)
+    r = np.empty((n, k))
+    cpu.softmax_hessian_rows(r, p, u, sw)
+    # central differences of an O(1) gradient: truncation O(eps²), rounding O(1e-16 / eps)
+    np.testing.assert_allclose(r, (grads[0] - grads[1]) / (2 * eps), atol=1e-8)
+
+
+def _svm_problem(n, d, seed, dtype):
+    rng = np.random.default_rng(seed)
+    x = randn(rng, (n, d), dtype)
+    y = np.where(x[:, 0] + 0.5 * rng.standard_normal(n) > 0, 1.0, -1.0)
+    return x, y
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss", ["hinge", "squared_hinge"])
+@pytest.mark.parametrize("n,d", [(1, 1), (2, 3), (37, 5), (61, 17)])
+def test_svm_dual_cd_reaches_the_optimum_dense_and_csr(dtype, loss, n, d):
+    x, y = _svm_problem(n, d, n + d, dtype)
+    s = np.random.default_rng(0).random(n) + 0.5
+    upper, diag = (s, np.zeros(n)) if loss == "hinge" else (np.full(n, np.inf), 0.5 / s)
+    # float32 w rounds every margin by ~1e-7 relative: the spread cannot get far below that
+    tol = 1e-5 if dtype == np.float32 else 1e-10
+    results = {}
+    for backend in ("reference", "cpu", "csr"):
+        w, alpha = np.zeros(d + 1, dtype), np.zeros(n)
+        if backend == "csr":
+            m = scipy.sparse.csr_matrix(x)
+            it = cpu.svm_dual_cd_csr(w, alpha, m.data, m.indices, m.indptr, y, upper, diag,
+                                     1.0, tol, 100000, 0)
+        else:
+            mod = cpu if backend == "cpu" else reference
+            it = mod.svm_dual_cd(w, alpha, x, y, upper, diag, 1.0, tol, 100000, 0)
+        assert it < 100000, backend
+        results[backend] = (w.astype(np.float64), alpha)
+    w, alpha = results["reference"]
+    # optimality: w = Σ α_i y_i [x_i, 1], α in its box, and the KKT conditions within tol;
+    # a float32 w is the sum of thousands of float32 axpys, each rounding by ~6e-8 relative
+    np.testing.assert_allclose(w, (alpha * y) @ np.hstack([x, np.ones((n, 1))]),
+                               atol=1e-4 if dtype == np.float32 else 1e-10)
+    margins = y * (x.astype(np.float64) @ w[:-1] + w[-1])
+    g = margins - 1 + alpha * diag
+    inside = (alpha > 1e-9) & (alpha < upper - 1e-9)
+    # float32 w carries ~1e-7 relative error into every margin
+    kkt = 1e-3 if dtype == np.float32 else 1e-8
+    assert np.all(np.abs(g[inside]) < kkt)
+    assert np.all(g[alpha <= 1e-9] > -kkt)
+    # one optimum (the primal is strictly convex): every backend reaches the same w
+    for backend in ("cpu", "csr"):
+        np.testing.assert_allclose(results[backend][0], w, atol=10 * kkt, err_msg=backend)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [1, 2, 3, 7])
+def test_perceptron_epoch_matches_twin_dense_and_csr(dtype, k):
+    rng = np.random.default_rng(k)
+    n, d = 23, 5
+    x = randn(rng, (n, d), dtype)
+    x[3] = 0.0  # an all-zero row: a tie at every score
+    labels = rng.integers(0, max(k, 2), n)
+    order = rng.permutation(n)
+    w0 = randn(rng, (k, d), dtype) * (k % 2)  # start at 0 for even k (ties), random else
+    b0 = np.zeros(k, dtype)
+    for use_bias in (True, False):
+        res = check_backends("perceptron_epoch", [w0.copy(), b0.copy(), x, labels, order,
+                                                  use_bias], STEP_TOL[dtype], backends=CPU)
+        m = scipy.sparse.csr_matrix(x)
+        w, b = w0.copy(), b0.copy()
+        got = cpu.perceptron_epoch_csr(w, b, m.data, m.indices, m.indptr, labels, order,
+                                       use_bias)
+        assert got == res["reference"][0]
+        np.testing.assert_allclose(w, res["reference"][1][0], *STEP_TOL[dtype])
+        np.testing.assert_allclose(b, res["reference"][1][1], *STEP_TOL[dtype])
+
+
+def test_perceptron_tie_is_a_mistake_worked_by_hand():
+    """Seed 001: "if argmax \\ {y} is empty, pass; else ŷ ← argmax ...". From W = 0 with
+    three classes and x = (1, 2), every score is 0: the argmax is {0, 1, 2}, so for y = 0 the
+    set argmax \\ {y} = {1, 2} is not empty and ŷ = 1 (its first element): w_1 −= x,
+    w_0 += x. The old rule (first argmax = 0 = y) passed here.
+    Sample 2, x = (2, 1), y = 0: scores (4, −4, 0), y is the unique argmax: pass.
+    Sample 3, x = (1, 2), y = 2: scores (5, −5, 0): ŷ = 0, w_0 −= x, w_2 += x."""
+    w, b = np.zeros((3, 2)), np.zeros(3)
+    x = np.array([[1.0, 2.0], [2.0, 1.0], [1.0, 2.0]])
+    labels = np.array([0, 0, 2])
+    for mod in (reference, cpu):
+        w, b = np.zeros((3, 2)), np.zeros(3)
+        assert mod.perceptron_epoch(w, b, x, labels, np.arange(3), False) == 2
+        np.testing.assert_array_equal(w, [[0.0, 0.0], [-1.0, -2.0], [1.0, 2.0]])
+    # the loss kernel used by the fused epochs follows the same rule
+    for mod in (reference, cpu):
+        dz = np.empty((1, 3))
+        mod.multiclass_perceptron(dz, np.zeros((1, 3)), np.array([0]), np.empty(0), False)
+        np.testing.assert_array_equal(dz, [[-1.0, 1.0, 0.0]])
+        mod.multiclass_perceptron(dz, np.array([[0.0, 3.0, 3.0]]), np.array([2]), np.empty(0),
+                                  False)
+        np.testing.assert_array_equal(dz, [[0.0, 1.0, -1.0]])
+        mod.multiclass_perceptron(dz, np.array([[0.0, 1.0, 3.0]]), np.array([2]), np.empty(0),
+                                  False)
+        np.testing.assert_array_equal(dz, [[0.0, 0.0, 0.0]])
