@@ -13,6 +13,17 @@ from .kernels import codes, cpu
 from .validation import check_labels, check_targets
 
 
+def _label_smoothing(value):
+    if not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _argmax_accuracy(z, y):
+    """Accuracy against target distributions: the argmax of the logits against theirs."""
+    return float(np.mean(np.argmax(z, axis=1) == np.argmax(y, axis=1)))
+
+
 def _binary_targets(y, n_outputs, dtype, name, allowed):
     t = check_targets(y, n_outputs, dtype, name)
     if not np.all(np.isin(t, allowed)):
@@ -104,9 +115,7 @@ class SoftmaxCrossEntropy(Loss):
     probabilistic = "softmax"
 
     def __init__(self, label_smoothing=0.0):
-        if not isinstance(label_smoothing, numbers.Real) or not 0 <= label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
-        self.label_smoothing = float(label_smoothing)
+        self.label_smoothing = _label_smoothing(label_smoothing)
         self.fused_code = codes.LOSS_SOFTMAX_CE if self.label_smoothing == 0 else None
 
     def prepare(self, y, n_outputs, dtype, name="y"):
@@ -181,9 +190,7 @@ class CategoricalCrossEntropy(Loss):
     probabilistic = "softmax"
 
     def __init__(self, label_smoothing=0.0):
-        if not isinstance(label_smoothing, numbers.Real) or not 0 <= label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
-        self.label_smoothing = float(label_smoothing)
+        self.label_smoothing = _label_smoothing(label_smoothing)
 
     def prepare(self, y, n_outputs, dtype, name="y"):
         t = check_targets(y, n_outputs, dtype, name)
@@ -195,7 +202,7 @@ class CategoricalCrossEntropy(Loss):
         return t, LossKernel(codes.LOSS_SOFTMAX_CE_SOFT)
 
     def accuracy(self, z, y):
-        return float(np.mean(np.argmax(z, axis=1) == np.argmax(y, axis=1)))
+        return _argmax_accuracy(z, y)
 
     def get_config(self):
         return {"label_smoothing": self.label_smoothing}
@@ -214,7 +221,7 @@ class KLDivergence(Loss):
         return t, LossKernel(codes.LOSS_KL)
 
     def accuracy(self, z, y):
-        return float(np.mean(np.argmax(z, axis=1) == np.argmax(y, axis=1)))
+        return _argmax_accuracy(z, y)
 
 
 LOSSES = {cls.name: cls for cls in (SoftmaxCrossEntropy, BinaryCrossEntropy, MSE, Hinge,

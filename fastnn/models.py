@@ -548,14 +548,7 @@ class Sequential:
     def _output(self, z):
         """The model's output from its logits: the folded softmax or sigmoid applied."""
         kind = self.output_activation
-        if kind is None:
-            return z
-        p = np.empty_like(z)
-        if kind == "softmax":
-            cpu.softmax(p, z)
-        else:
-            cpu.activation_forward(p, z, codes.SIGMOID, 0.0)
-        return p
+        return z if kind is None else _squash(z, kind)
 
     def evaluate(self, x, y, sample_weight=None):
         """Loss (mean over samples, plus any L2 penalty) and metrics on (x, y), as a dict."""
@@ -588,13 +581,7 @@ class Sequential:
         if kind is None:
             raise ValueError(f"predict_proba needs a probabilistic loss (softmax_cross_entropy, "
                              f"kl_divergence, binary_cross_entropy), not {self.loss.name}")
-        z = self._logits(x)
-        p = np.empty_like(z)
-        if kind == "softmax":
-            cpu.softmax(p, z)
-        else:
-            cpu.activation_forward(p, z, codes.SIGMOID, 0.0)
-        return p
+        return _squash(self._logits(x), kind)
 
     def sample(self, x, seed=None):
         """Random predictions drawn from predict_proba: one class per row from the softmax, or
@@ -698,6 +685,17 @@ class Sequential:
         from .io import save
         save(self, path)
 
+
+
+def _squash(z, kind):
+    """Probabilities from logits z: a row-wise softmax ("softmax") or one sigmoid per output
+    ("sigmoid"), through the kernels' stable forms."""
+    p = np.empty_like(z)
+    if kind == "softmax":
+        cpu.softmax(p, z)
+    else:
+        cpu.activation_forward(p, z, codes.SIGMOID, 0.0)
+    return p
 
 
 class _Pace:

@@ -28,3 +28,25 @@ def randn(rng, shape, dtype, scale=1.0):
 
 def empty(dtype, ndim=1):
     return np.zeros((0,) * ndim, dtype)
+
+
+def require_cuda(what, module=False):
+    """Skip `what` (a test, or the whole module with module=True) when numba.cuda cannot run:
+    no GPU and no NUMBA_ENABLE_CUDASIM (tests/conftest.py sets it where there is no GPU).
+    Under CI (CI set) it fails instead: a CUDA backend that CI never runs is not tested."""
+    import os
+
+    import pytest
+    try:
+        from numba import cuda
+        usable = cuda.is_available()
+        why = "numba.cuda.is_available() is False (no GPU, and NUMBA_ENABLE_CUDASIM is not 1)"
+    except Exception as exc:  # numba-cuda missing or broken
+        usable, why = False, f"numba.cuda cannot be imported: {exc!r}"
+    if usable:
+        return
+    message = (f"{what} cannot run: {why}. Without a GPU, run pytest with "
+               "NUMBA_ENABLE_CUDASIM=1 (Numba's CUDA simulator).")
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message, allow_module_level=module)

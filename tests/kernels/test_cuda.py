@@ -11,29 +11,16 @@ per block (5, 7 rows). float32 and float64.
 Without a usable numba.cuda (neither a GPU nor the simulator) the module skips, except under
 CI (CI set), where it fails: a CUDA backend that CI never runs is not tested.
 """
-import os
-
 import numpy as np
 import pytest
 from backends import STEP_TOL, check_backends
-from helpers import DTYPES, assert_close, empty, randn
+from helpers import DTYPES, assert_close, empty, randn, require_cuda
 
 from fastnn.kernels import codes
 from fastnn.kernels import cpu
 
-try:
-    from numba import cuda
-
-    usable = cuda.is_available()
-    why = "numba.cuda.is_available() is False (no GPU, and NUMBA_ENABLE_CUDASIM is not 1)"
-except Exception as exc:  # numba-cuda missing or broken
-    usable, why = False, f"numba.cuda cannot be imported: {exc!r}"
-if not usable:
-    message = (f"CUDA kernel tests cannot run: {why}. Without a GPU, run pytest with "
-               "NUMBA_ENABLE_CUDASIM=1 (Numba's CUDA simulator).")
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message, allow_module_level=True)
+require_cuda("CUDA kernel tests", module=True)
+from numba import cuda  # noqa: E402
 
 from fastnn.kernels import cuda as gpu  # noqa: E402  (after the usability check)
 

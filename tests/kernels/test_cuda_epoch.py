@@ -9,27 +9,16 @@ not multiples of any tile, one output, layers without bias). Every RNG is seeded
 The launch counts are the GPU cost a simulator can measure: on a narrow network a step costs
 its launches (a few microseconds each) more than its arithmetic.
 """
-import os
-
 import numpy as np
 import pytest
 from backends import EPOCH_TOL, check_backends
+from helpers import require_cuda
 
 from fastnn.kernels import codes
 from fastnn.kernels.layout import mlp_layout
 
-try:
-    from numba import cuda
-
-    usable = cuda.is_available()
-    why = "numba.cuda.is_available() is False (no GPU, and NUMBA_ENABLE_CUDASIM is not 1)"
-except Exception as exc:  # numba-cuda missing or broken
-    usable, why = False, f"numba.cuda cannot be imported: {exc!r}"
-if not usable:
-    message = f"CUDA epoch tests cannot run: {why}. Run pytest with NUMBA_ENABLE_CUDASIM=1."
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message, allow_module_level=True)
+require_cuda("CUDA epoch tests", module=True)
+from numba import cuda  # noqa: E402
 
 from fastnn.kernels import cuda as gpu  # noqa: E402  (after the usability check)
 

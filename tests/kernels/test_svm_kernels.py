@@ -3,12 +3,10 @@ the SMO solver svm_smo (cpu against its NumPy twin, the KKT conditions, a case w
 
 Shapes are awkward on purpose: 1, primes, sizes that are not multiples of the 16x16 CUDA tile
 (17, 19) nor of anything else. float32 and float64."""
-import os
-
 import numpy as np
 import pytest
 from backends import check_backends
-from helpers import DTYPES, randn
+from helpers import DTYPES, randn, require_cuda
 from sklearn.metrics import pairwise
 
 from fastnn.kernels import codes, cpu, reference
@@ -63,16 +61,7 @@ def test_svm_kernel_rbf_of_a_row_with_itself_is_one(dtype):
 
 
 def _cuda():
-    try:
-        from numba import cuda
-        usable, why = cuda.is_available(), "numba.cuda.is_available() is False"
-    except Exception as exc:  # numba-cuda missing or broken
-        usable, why = False, f"numba.cuda cannot be imported: {exc!r}"
-    if not usable:
-        message = f"CUDA twin cannot run: {why}; run pytest with NUMBA_ENABLE_CUDASIM=1"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_cuda("the CUDA twin of svm_kernel")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
