@@ -6,7 +6,7 @@ once (from its device) and its fit loop, the only one, calls nothing else:
     forward(stack, params, x)                      logits (N, K) as a NumPy array
     evaluate(stack, params, x, y, sw, kernel)      (loss + L2 penalty, logits)
     gradient(stack, params, x, y, sw, kernel)      (loss + L2 penalty, dL/dparams (P,))
-    Trainer(stack, params, optimizer, x, y, sw, kernel, batch_size, per_sample)
+    Trainer(stack, params, optimizer, x, y, sw, kernel, batch_size, per_sample, parallel=None)
         .epoch(order, lr, seed)  one epoch (or a slice of one) over the rows in `order`; the
                                  mean loss, without the L2 penalty; seed: the dropout masks'
         .penalty()               the L2 penalty of the current parameters
@@ -21,6 +21,12 @@ once (from its device) and its fit loop, the only one, calls nothing else:
 `stack` is a fastnn.layers.Stack (widths, offsets, activation codes, L2 strengths), `params`
 the flat buffer, `kernel` a fastnn.losses.LossKernel; inputs are validated before they get here.
 On the CPU the model's own arrays are trained in place, so sync_to_host has nothing to do.
+
+Data-parallel fits (fastnn.distributed) give the Trainer `parallel`, a
+fastnn.distributed.DataParallel: its epochs are then kernels.mpi's (one Allreduce of the
+gradient per mini-batch step, or local per-sample SGD averaged every `sync_every` rows, inside
+the compiled epoch), the epoch loss and gradient_norm are over every rank's rows, and the
+other methods stay this rank's own (fit reduces what it logs).
 """
 import numpy as np
 
@@ -70,6 +76,15 @@ def _backprop(stack, params, grads, buf, x, y, sw, kernel):
     return loss
 
 
+def _l2_gradient(stack, params):
+    """The L2 terms' gradient, 2 l2[l] W_l, as a flat buffer."""
+    g = np.zeros_like(params)
+    for w, dw, lam in zip(stack.views(params)[0], stack.views(g)[0], stack.l2):
+        if lam:
+            np.multiply(w, 2.0 * lam, out=dw)
+    return g
+
+
 def forward(stack, params, x):
     """Logits for the rows of x (inference: one compiled call for every layer)."""
     out = np.empty((x.shape[0], int(stack.sizes[-1])), stack.dtype)
@@ -98,11 +113,15 @@ class Trainer:
     per_sample: run each epoch as kernels.cpu.sgd_epoch (per-sample SGD, the fused kernel);
     else kernels.cpu.minibatch_epoch with batches of `batch_size` rows."""
 
-    def __init__(self, stack, params, optimizer, x, y, sw, kernel, batch_size, per_sample):
+    def __init__(self, stack, params, optimizer, x, y, sw, kernel, batch_size, per_sample,
+                 parallel=None):
         self.stack, self.params, self.optimizer = stack, params, optimizer
         self.x, self.y, self.sw, self.kernel = x, y, sw, kernel
         self.batch_size, self.per_sample = batch_size, per_sample
-        self.grads = np.zeros_like(params)
+        self.parallel = parallel
+        # a data-parallel fit reduces the gradient with one more slot (the rows behind it)
+        self.comm = None if parallel is None else np.zeros(params.size + 1, params.dtype)
+        self.grads = np.zeros_like(params) if parallel is None else self.comm[:-1]
         self._saved = np.empty_like(params)
         self._saved_state = None
         self._buffers = None  # for gradient_norm, allocated on first use
@@ -110,6 +129,8 @@ class Trainer:
     def epoch(self, order, lr, seed=0):
         s, k = self.stack, self.kernel
         labels, targets, sw = _split(self.y, self.sw, k, s.dtype)
+        if self.parallel is not None:
+            return self._parallel_epoch(order, lr, seed, labels, targets, sw)
         if self.per_sample:
             return cpu.sgd_epoch(self.params, self.x, labels, targets, order, s.sizes, s.w_off,
                                  s.b_off, s.acts, s.alpha, s.drop, seed,
@@ -121,6 +142,22 @@ class Trainer:
             k.code, k.label_smoothing, opt_code, hyper, step)
         self.optimizer.set_step(step)
         return loss
+
+    def _parallel_epoch(self, order, lr, seed, labels, targets, sw):
+        s, k, par = self.stack, self.kernel, self.parallel
+        if self.per_sample:
+            total = par.mpi.local_sgd_epoch(
+                self.params, self.comm, self.x, labels, targets, order, par.steps, par.unit,
+                s.sizes, s.w_off, s.b_off, s.acts, s.alpha, s.drop, seed, k.code, lr,
+                self.optimizer.weight_decay)
+        else:
+            opt_code, hyper, state1, state2, step = self.optimizer.kernel_args(lr)
+            total, step = par.mpi.minibatch_epoch(
+                self.params, self.comm, state1, state2, self.x, labels, targets, sw, order,
+                par.unit, par.steps, s.sizes, s.w_off, s.b_off, s.acts, s.alpha, s.l2, s.drop,
+                seed, k.code, k.label_smoothing, opt_code, hyper, step)
+            self.optimizer.set_step(step)
+        return par.mean_loss(total)
 
     def penalty(self):
         return self.stack.penalty(self.params)
@@ -135,10 +172,24 @@ class Trainer:
         return forward(self.stack, self.params, self.x)
 
     def gradient_norm(self):
+        if self.parallel is not None:
+            return self._parallel_gradient_norm()
         if self._buffers is None:
             self._buffers = _Buffers(self.stack, self.x.shape[0])
         _backprop(self.stack, self.params, self.grads, self._buffers, self.x, self.y, self.sw,
                   self.kernel)
+        return float(np.sqrt(np.dot(self.grads, self.grads)))
+
+    def _parallel_gradient_norm(self):
+        """||d(mean loss over every rank's rows + L2)/dparams||: the rows-weighted mean of the
+        ranks' data gradients, plus the L2 terms once."""
+        n = self.x.shape[0]
+        l2 = _l2_gradient(self.stack, self.params)
+        if n:
+            _, g = gradient(self.stack, self.params, self.x, self.y, self.sw, self.kernel)
+            np.subtract(g, l2, out=self.grads)
+        self.parallel.mpi.reduce_weighted(self.comm, self.grads, n)
+        self.grads += l2
         return float(np.sqrt(np.dot(self.grads, self.grads)))
 
     def finite(self):

@@ -340,9 +340,14 @@ def gradient(stack, params, x, y, sw, kernel):
 class Trainer(_Device):
     """One fit on the GPU: data, parameters and optimizer state on the device for the whole
     fit; each epoch is one call of kernels.cuda.minibatch_epoch or sgd_epoch (see the module
-    docstring)."""
+    docstring). A data-parallel fit (`parallel`, see fastnn.cpu_backend) is not supported on
+    the GPU yet: kernels.cuda's epochs have no per-step reduction."""
 
-    def __init__(self, stack, params, optimizer, x, y, sw, kernel, batch_size, per_sample):
+    def __init__(self, stack, params, optimizer, x, y, sw, kernel, batch_size, per_sample,
+                 parallel=None):
+        if parallel is not None:
+            raise NotImplementedError("distributed=True runs on the CPU backend only so far; "
+                                      "use device='cpu'")
         super().__init__(stack, params)
         cuda = self.cuda
         self.host_params, self.optimizer = params, optimizer

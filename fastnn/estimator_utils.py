@@ -124,17 +124,19 @@ class Design:
     """The design matrix X (n_samples, n_features) as the convex solvers use it: X @ W,
     Xᵀ R and the weighted Gram Xᵀ diag(d) X. Dense X goes through BLAS (NumPy's matmul, SciPy's
     ?syrk); sparse X through kernels.cpu's CSR kernels, on the CSR arrays of X (for X @ W) and
-    of Xᵀ (the CSC of X, for Xᵀ R), so both products are row-parallel gathers and nothing
-    n_samples x n_features is ever allocated. Products come back float64."""
+    of Xᵀ (the CSC of X, for Xᵀ R, built on first use: the fused one-pass kernels of the
+    binary logistic loss read the CSR rows only), so both products are row-parallel gathers
+    and nothing n_samples x n_features is ever allocated. Products come back float64."""
 
     def __init__(self, X):
         self.shape = X.shape
         self.sparse = scipy.sparse.issparse(X)
         self._scaled = None
         if self.sparse:
-            csr, csc = X.tocsr(), X.tocsc()
+            self._X = X
+            csr = X.tocsr()
             self.rows = (csr.data, csr.indices, csr.indptr)
-            self.cols = (csc.data, csc.indices, csc.indptr)
+            self._cols = None
         else:
             self.X = np.ascontiguousarray(X)
 
@@ -151,6 +153,15 @@ class Design:
         # threads pay from ~1e6 multiply-adds; below that, waking them costs more
         kernel = cpu.csr_matmul_parallel if csr[0].size * W.shape[1] >= 1e6 else cpu.csr_matmul
         kernel(out, *csr, np.ascontiguousarray(W))
+
+    @property
+    def cols(self):
+        """The CSC arrays of a sparse X (the CSR of Xᵀ), built on first use: the fused
+        one-pass kernels never need them."""
+        if self._cols is None:
+            csc = self._X.tocsc()
+            self._cols = (csc.data, csc.indices, csc.indptr)
+        return self._cols
 
     def rmatmul(self, R):
         """Xᵀ @ R for R of shape (n_samples, k)."""

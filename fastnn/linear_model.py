@@ -27,17 +27,23 @@ minimiser, by one of
               one-layer fastnn.Sequential with the mean loss plus λ ||W||², λ = 1 / (2 C n)
               (the same minimiser), dense X only.
 
-"auto" picks Newton while its Hessian is small (K·p <= 200 coefficients, p = features +
-intercept, on dense X), else TRON. Every solver stops once the gradient's norm is below
-tol times its norm at the start (W = 0), or at max_iter with scikit-learn's
-ConvergenceWarning; all but "sgd" are deterministic and ignore random_state.
+"auto" picks Newton while its Hessian is small and cheap (K·p <= 200 coefficients, p =
+features + intercept, and n (K·p)² <= 2e7 multiply-adds, on dense X), else TRON. The binary
+logistic loss's gradient and Hessian-vector products are one fused pass over the rows of X
+each (kernels.cpu.logistic_value_grad, weighted_hessp, dense or CSR; no CSC copy), and its
+small Newton systems are built and solved in compiled code (weighted_gram, cholesky_solve).
+Every solver stops once the gradient's norm is below tol times its norm at the start (W = 0),
+or at max_iter with scikit-learn's ConvergenceWarning; all but "sgd" are deterministic and
+ignore random_state.
 
 Sparse X (scipy.sparse CSR or CSC, matrix or array) goes through kernels.cpu's CSR kernels
 (fastnn.estimator_utils.Design) and is never densified. scikit-learn is imported here, not by
 `import fastnn`.
 """
 import contextlib
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral, Real
 
 import numpy as np
@@ -50,7 +56,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from threadpoolctl import ThreadpoolController
 
-from . import optim
+from . import distributed_linear, optim
 from .estimator_utils import (Design, check_classifier_data, check_predict_data,
                               check_sample_weight, check_sparse, fit_guard, seed_from, sigmoid,
                               softmax, train_linear, validate_data)
@@ -63,6 +69,12 @@ _POSITIVE = Interval(Real, 0, None, closed="neither")
 _NON_NEGATIVE = Interval(Real, 0, None, closed="left")
 _COUNT = Interval(Integral, 1, None, closed="left")
 _NEWTON_MAX_COEF = 200  # "auto": Newton up to this many coefficients K·p, TRON beyond
+# "auto": Newton only while its Hessian (n (K p)² multiply-adds a step, BLAS-bound) costs less
+# than TRON's ~4 passes over X a step: on 20,000 x 100 dense one ?syrk took 14 ms against
+# 2 ms a fused pass (1 thread, shared machine), and TRON needed 27 passes in all to Newton's
+# 6 Hessians; at breast cancer's 569 x 31 the Hessian is 0.6 M and Newton wins
+_NEWTON_MAX_WORK = 2e7
+_N_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def _dense_only(X, solver):
@@ -85,6 +97,9 @@ class _Objective:
     (`_loss`: f and ∂f/∂z, keeping what the Hessian needs), its Hessian along a direction
     (`_curvature`: ∂²f/∂z² · u) and its Hessian weights (`_weights`: {(k, l): d_kl})."""
 
+    # TRON's CG stops at a residual of min(cg_forcing, √(||g|| / ||g0||)) ||g||
+    cg_forcing = 0.1
+
     def __init__(self, design, n_out, fit_intercept, l2, bias=1.0, penalize_intercept=False):
         self.X, self.K, self.l2 = design, n_out, l2
         self.d = design.shape[1]
@@ -93,6 +108,7 @@ class _Objective:
         self.penalty = np.full(self.p, l2)
         if fit_intercept and not penalize_intercept:
             self.penalty[-1] = 0.0
+        self.pen = np.repeat(self.penalty, n_out)  # per entry of the flat Θ
 
     def _logits(self, theta):
         T = theta.reshape(self.p, self.K)
@@ -101,30 +117,45 @@ class _Objective:
             Z += self.bias * T[self.d]
         return Z
 
-    def _back(self, theta, dZ):
-        """Xᵀ-side of a gradient or Hessian product: [Xᵀ dZ; bias Σ dZ] + penalty Θ."""
+    def _back(self, dZ):
+        """Xᵀ-side of a gradient or Hessian product: [Xᵀ dZ; bias Σ dZ]."""
         G = np.empty((self.p, self.K))
         G[:self.d] = self.X.rmatmul(dZ)
         if self.p > self.d:
             G[self.d] = self.bias * dZ.sum(axis=0)
-        G += self.penalty[:, None] * theta.reshape(self.p, self.K)
         return G.ravel()
 
+    # The objective is a data term plus the L2 penalty ½ Θᵀ diag(pen) Θ; the penalty is added
+    # here and nowhere else (the data_* methods never see it), so a wrapper that reduces the
+    # data term across processes wraps data_value_grad / data_hessp / data_hessian only.
+
     def value_grad(self, theta):
-        f, dZ = self._loss(self._logits(theta))
-        T = theta.reshape(self.p, self.K)
-        f += 0.5 * float(np.sum(self.penalty[:, None] * T * T))
-        return f, self._back(theta, dZ)
+        f, g = self.data_value_grad(theta)
+        return f + 0.5 * float(theta @ (self.pen * theta)), g + self.pen * theta
 
     def value(self, theta):
         return self.value_grad(theta)[0]
 
     def hessp(self, v):
         """H v at the point of the last value_grad."""
-        return self._back(v, self._curvature(self._logits(v)))
+        return self.data_hessp(v) + self.pen * v
 
     def hessian(self):
-        """The (pK, pK) Hessian at the point of the last value_grad, from weighted Grams."""
+        """The (pK, pK) Hessian at the point of the last value_grad."""
+        H = self.data_hessian()
+        H[np.diag_indices_from(H)] += self.pen
+        return H
+
+    def data_value_grad(self, theta):
+        """The data term Σ_i loss(z_i) and its gradient, from the per-sample `_loss`."""
+        f, dZ = self._loss(self._logits(theta))
+        return f, self._back(dZ)
+
+    def data_hessp(self, v):
+        return self._back(self._curvature(self._logits(v)))
+
+    def data_hessian(self):
+        """The data term's Hessian from the weighted Grams of `_weights`."""
         p, K, d = self.p, self.K, self.d
         H = np.zeros((p, K, p, K))
         for (k, l), w in self._weights().items():
@@ -135,27 +166,54 @@ class _Objective:
                 G[:d, d], G[d, :d], G[d, d] = col, col, self.bias ** 2 * w.sum()
             H[:, k, :, l] = G
             H[:, l, :, k] = G
-        H = H.reshape(p * K, p * K)
-        H[np.diag_indices_from(H)] += np.repeat(self.penalty, K)
-        return H
+        return H.reshape(p * K, p * K)
 
 
 class _LogisticLoss(_Objective):
-    """Σ s_i log(1 + exp(−y_i z_i)), y = ±1, s the (C-scaled) sample weights."""
+    """Σ s_i log(1 + exp(−y_i z_i)), y = ±1, s the (C-scaled) sample weights. Its gradient and
+    Hessian-vector products are one fused pass over X each (kernels.cpu.logistic_value_grad,
+    weighted_hessp: each row read once), which also leaves the Hessian's weights in hw."""
+
+    # a looser CG pays here: 43 Hessian-vector products instead of 58 on W6's 20,000 x 20,000
+    # CSR row (both to 1e-8 of the optimum); on the softmax (digits) it stopped short of 1e-6
+    cg_forcing = 0.5
 
     def __init__(self, design, y_pm, s, fit_intercept, l2):
         super().__init__(design, 1, fit_intercept, l2)
         self.y, self.s = y_pm, s
-        n = y_pm.shape[0]
-        self.dz, self.hw = np.empty(n), np.empty(n)
+        self.hw = np.zeros(y_pm.shape[0])
+        self._w = np.zeros(self.d + 1)  # Θ with the intercept slot the kernels expect
+        self._out = np.empty(self.d + 1)
+        self._b = self.bias if self.p > self.d else 0.0
 
-    def _loss(self, Z):
-        f = cpu.logistic_loss_grad(self.dz, self.hw, np.ascontiguousarray(Z[:, 0]), self.y,
-                                   self.s)
-        return f, self.dz[:, None].copy()
+    def _padded(self, theta):
+        self._w[:self.p] = theta
+        return self._w
 
-    def _curvature(self, U):
-        return self.hw[:, None] * U
+    def data_value_grad(self, theta):
+        w = self._padded(theta)
+        if self.X.sparse:
+            f = cpu.logistic_value_grad_csr(self._out, self.hw, *self.X.rows, w, self._b,
+                                            self.y, self.s)
+        else:
+            f = cpu.logistic_value_grad(self._out, self.hw, self.X.X, w, self._b, self.y,
+                                        self.s)
+        return f, self._out[:self.p].copy()
+
+    def data_hessp(self, v):
+        w = self._padded(v)
+        if self.X.sparse:
+            cpu.weighted_hessp_csr(self._out, *self.X.rows, self.hw, w, self._b)
+        else:
+            cpu.weighted_hessp(self._out, self.X.X, self.hw, w, self._b)
+        return self._out[:self.p].copy()
+
+    def data_hessian(self):
+        if self.X.sparse or self.X.shape[0] * self.p ** 2 > _NEWTON_MAX_WORK:
+            return super().data_hessian()  # BLAS's ?syrk (or the sparse Gram)
+        H = np.empty((self.d + 1, self.d + 1))
+        cpu.weighted_gram(H, self.X.X, self.hw, self._b)
+        return H[:self.p, :self.p].copy()
 
     def _weights(self):
         return {(0, 0): self.hw}
@@ -244,14 +302,30 @@ _CONTROLLER = []
 
 
 def _small_blas(order):
-    """One BLAS thread for a factorisation of order < 1000: OpenBLAS's threaded ?potrf on a
-    130 x 130 matrix measured 150 ms on the shared 2-core machine against 1.7 ms on one
-    thread (its threads wait for each other); larger ones keep every thread."""
+    """One BLAS thread for a factorisation or a ?syrk of order < 1000: OpenBLAS's threaded
+    ?potrf on a 130 x 130 matrix measured 150 ms on the shared 2-core machine against 1.7 ms
+    on one thread (its threads wait for each other), its ?syrk of 20,000 x 100 46 ms against
+    14 ms (load ~2; 334 ms against 17 ms at load 4); larger ones keep every thread."""
     if order >= 1000:
         return contextlib.nullcontext()
     if not _CONTROLLER:
         _CONTROLLER.append(ThreadpoolController())  # inspecting the libraries costs ~1 ms
     return _CONTROLLER[0].limit(limits=1, user_api="blas")
+
+
+def _newton_step(H, g):
+    """−H⁻¹ g: kernels.cpu.cholesky_solve for the small systems (no LAPACK call, no thread
+    pool: ~2 ms of SciPy's checks and threadpoolctl's limit per step on breast cancer, more
+    than the solve), SciPy's Cholesky for larger ones, least squares when H is singular (no
+    penalty, separable data)."""
+    step = np.empty_like(g)
+    if H.shape[0] <= _NEWTON_MAX_COEF and cpu.cholesky_solve(step, H, g):
+        return -step
+    with _small_blas(H.shape[0]):
+        try:
+            return -scipy.linalg.cho_solve(scipy.linalg.cho_factor(H), g)
+        except np.linalg.LinAlgError:
+            return -scipy.linalg.lstsq(H, g)[0]
 
 
 def _newton(obj, theta, tol, max_iter):
@@ -261,12 +335,7 @@ def _newton(obj, theta, tol, max_iter):
         gnorm = np.linalg.norm(g)
         if gnorm <= tol * g0:
             return theta, it, True
-        H = obj.hessian()
-        with _small_blas(H.shape[0]):
-            try:
-                step = -scipy.linalg.cho_solve(scipy.linalg.cho_factor(H), g)
-            except np.linalg.LinAlgError:  # singular (no penalty, separable data)
-                step = -scipy.linalg.lstsq(H, g)[0]
+        step = _newton_step(obj.hessian(), g)
         gs = float(g @ step)
         t = 1.0
         for _ in range(40):
@@ -318,7 +387,8 @@ def _steihaug_cg(obj, g, delta, cg_tol):
 
 def _tron(obj, theta, tol, max_iter):
     """TRON as liblinear's tron.cpp (Lin & Moré's trust-region update), with the CG forcing
-    term min(0.1, √(||g|| / ||g0||)), which makes the outer iterations superlinear."""
+    term min(obj.cg_forcing, √(||g|| / ||g0||)), which makes the outer iterations
+    superlinear."""
     eta0, eta1, eta2 = 1e-4, 0.25, 0.75
     sigma1, sigma2, sigma3 = 0.25, 0.5, 4.0
     f, g = obj.value_grad(theta)
@@ -330,7 +400,8 @@ def _tron(obj, theta, tol, max_iter):
             break
         if gnorm <= tol * g0:
             return theta, it, True
-        s, r = _steihaug_cg(obj, g, delta, min(0.1, np.sqrt(gnorm / g0)) * gnorm)
+        forcing = min(obj.cg_forcing, np.sqrt(gnorm / g0))
+        s, r = _steihaug_cg(obj, g, delta, forcing * gnorm)
         gs = float(g @ s)
         prered = -0.5 * (gs - float(s @ r))
         f_new, g_new = obj.value_grad(theta + s)
@@ -416,13 +487,63 @@ def _solve(obj, solver, tol, max_iter, curvature=0.25, lr=None):
 def _auto_solver(solver, design, n_coef):
     if solver != "auto":
         return solver
-    return "newton" if not design.sparse and n_coef <= _NEWTON_MAX_COEF else "tron"
+    small = n_coef <= _NEWTON_MAX_COEF and design.shape[0] * n_coef ** 2 <= _NEWTON_MAX_WORK
+    return "newton" if not design.sparse and small else "tron"
 
 
 def _split(theta, p, K, d):
     """Θ (p, K) flat -> coef (K, d), intercept (K,)."""
     T = theta.reshape(p, K)
     return np.ascontiguousarray(T[:d].T), (T[d].copy() if p > d else np.zeros(K))
+
+
+def _ridge_cg(design, w, x_mean, total, alpha, B, rtol):
+    """The centred ridge system (XᵀWX − Σw x̄x̄ᵀ + α I) C = B for sparse X by conjugate
+    gradients, Jacobi-preconditioned, each product one fused pass over the CSR rows
+    (kernels.cpu.weighted_hessp_csr) and never a p x p matrix; stops at a residual (the
+    gradient of the quadratic) of rtol ||B[:, t]|| (its gradient at C = 0), LinearRegression's
+    tol. Returns None when CG would cost more than the direct solve (the sparse
+    Gram, Σ nnz_i² / 2, plus a Cholesky, p³ / 3), so the caller solves directly: a
+    well-conditioned problem (W6's 50,000 x 1,000 at 0.5 %: ~15 products) takes CG, an
+    ill-conditioned one the Cholesky."""
+    data, indices, indptr = design.rows
+    p = design.shape[1]
+    per_row = np.diff(indptr).astype(np.float64)
+    budget = int((0.5 * per_row @ per_row + p ** 3 / 3.0) / (2.0 * data.shape[0] + 10 * p))
+    if budget < 3:
+        return None
+    diag = np.bincount(indices, weights=data * data * np.repeat(w, np.diff(indptr)),
+                       minlength=p) - total * x_mean * x_mean + alpha
+    inv = 1.0 / np.maximum(diag, alpha)
+    v, out = np.zeros(p + 1), np.empty(p + 1)
+
+    def product(u):
+        v[:p] = u
+        cpu.weighted_hessp_csr(out, data, indices, indptr, w, v, 0.0)
+        return out[:p] - total * x_mean * (x_mean @ u) + alpha * u
+
+    C = np.zeros_like(B)
+    for t in range(B.shape[1]):
+        b = B[:, t]
+        x, r = np.zeros(p), b.copy()
+        z = inv * r
+        d, rz = z.copy(), float(r @ z)
+        stop = rtol * np.linalg.norm(b)
+        for _ in range(budget):
+            if np.linalg.norm(r) <= stop:
+                break
+            Ad = product(d)
+            step = rz / float(d @ Ad)
+            x += step * d
+            r -= step * Ad
+            z = inv * r
+            rz, rz_old = float(r @ z), rz
+            d = z + (rz / rz_old) * d
+        else:
+            if np.linalg.norm(r) > stop:
+                return None
+        C[:, t] = x
+    return C
 
 
 # --------------------------------------------------------------------------- regression
@@ -439,10 +560,13 @@ class LinearRegression(RegressorMixin, BaseEstimator):
         Dense X: "lstsq": np.linalg.lstsq on the centred data (ridge as the stacked system
         [X; √α I] w ≈ [y; 0]). "cholesky": a Cholesky solve of (XᵀX + α I) w = Xᵀy, the
         normal equations of seed 003. "auto" is lstsq for alpha = 0, else cholesky.
-        Sparse X: the centred normal equations (Xᵀ X from kernels.cpu.csr_weighted_gram,
-        minus n x̄ x̄ᵀ; a least-squares solve of that small system for alpha = 0) when
-        n_features <= 2000, else SciPy's LSQR on the implicitly centred X (damp √alpha),
-        never densifying X; both give the dense path's answer.
+        Sparse X, n_features <= 2000: the centred normal equations, for alpha > 0 by
+        Jacobi-preconditioned conjugate gradients (one fused pass over the CSR rows a
+        product, to tol) while that costs less than the direct solve, else directly (Xᵀ X
+        from kernels.cpu.csr_weighted_gram minus n x̄ x̄ᵀ; a least-squares solve of that small
+        system for alpha = 0); wider: SciPy's LSQR on the implicitly centred X (damp
+        √alpha); X is never densified, and every path gives the dense path's answer. Dense
+        "cholesky" centres a block of rows at a time (no copy of X).
         "gd": seed 003's full-batch gradient descent on ½ Σ s_i (x_iᵀw + b − y_i)² +
         ½ α ||w||² (dense or sparse, deterministic); "sgd": mini-batch SGD on a one-layer
         fastnn.Sequential with the mse loss (dense X only).
@@ -455,8 +579,9 @@ class LinearRegression(RegressorMixin, BaseEstimator):
     max_iter : int, default 1000
         Epochs of "gd"/"sgd".
     tol : float > 0 or None, default 1e-10
-        "gd" stops once ||∇f|| <= tol ||∇f(0)|| (a ConvergenceWarning at max_iter); "sgd"
-        once an epoch changes the loss by less than tol, or the gradient norm is below it.
+        "gd" and the sparse conjugate gradients stop once ||∇f|| <= tol ||∇f(0)|| ("gd": a
+        ConvergenceWarning at max_iter); "sgd" once an epoch changes the loss by less than
+        tol, or the gradient norm is below it.
     random_state : int, RandomState or None, default None
         Shuffling of "sgd".
 
@@ -490,23 +615,32 @@ class LinearRegression(RegressorMixin, BaseEstimator):
         self.random_state = random_state
 
     @fit_guard
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, distributed=False):
         """Fit on X of shape (n_samples, n_features) (dense or scipy.sparse) and y of shape
-        (n_samples,) or (n_samples, n_targets)."""
+        (n_samples,) or (n_samples, n_targets). distributed=True (or "auto" under mpiexec):
+        X, y are this MPI rank's rows of one fit over every rank (fastnn.distributed_linear):
+        Newton on the normal equations summed across the ranks, for solver "auto", "lstsq"
+        or "cholesky"."""
         self._validate_params()
-        X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True,
-                             accept_sparse=("csr", "csc"))
-        X = check_sparse(X)
-        sw = check_sample_weight(sample_weight, X.shape[0])
+        wrap = None
+        if distributed_linear.requested(distributed):
+            X, y, sw, wrap = distributed_linear.regressor_data(
+                self, X, y, sample_weight, self.solver, ("auto", "lstsq", "cholesky"))
+        else:
+            X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True,
+                                 y_numeric=True, accept_sparse=("csr", "csc"))
+            X = check_sparse(X)
+            sw = check_sample_weight(sample_weight, X.shape[0])
         Y = y.reshape(-1, 1) if y.ndim == 1 else y
         solver = self.solver
         if solver == "auto":
             solver = "lstsq" if self.alpha == 0 else "cholesky"
         self.n_iter_ = 1
-        if solver == "gd":
+        if solver == "gd" or wrap is not None:
             obj = _SquaredLoss(Design(X), Y, np.ones(X.shape[0]) if sw is None else sw,
                                self.fit_intercept, self.alpha)
-            theta, self.n_iter_, ok = _solve(obj, "gd", self.tol or 0.0, self.max_iter, 1.0,
+            obj, solver = (obj, solver) if wrap is None else (wrap(obj), "newton")
+            theta, self.n_iter_, ok = _solve(obj, solver, self.tol or 0.0, self.max_iter, 1.0,
                                              self.learning_rate_init)
             if not ok:
                 _warn_unconverged("LinearRegression", self.max_iter)
@@ -525,27 +659,57 @@ class LinearRegression(RegressorMixin, BaseEstimator):
     def _centering(self, X, Y, w):
         if not self.fit_intercept:
             return np.zeros(X.shape[1]), np.zeros(Y.shape[1])
-        if scipy.sparse.issparse(X):
-            return Design(X).rmatmul(w[:, None])[:, 0] / w.sum(), np.average(Y, axis=0,
-                                                                              weights=w)
-        return np.average(X, axis=0, weights=w), np.average(Y, axis=0, weights=w)
+        if scipy.sparse.issparse(X):  # Xᵀ w by SciPy's transposed product: no CSC copy
+            return np.asarray(X.T @ w).ravel() / w.sum(), np.average(Y, axis=0, weights=w)
+        # w @ X is one gemv; np.average(X, weights=w) would allocate an n x p product first
+        return (w @ X) / w.sum(), (w @ Y) / w.sum()
+
+    _BLOCK_ROWS = 16384  # rows centred at a time by the Cholesky path (13 MB at 100 features)
 
     def _fit_closed_form(self, X, Y, sw, solver):
         w = np.ones(X.shape[0]) if sw is None else sw
         x_mean, y_mean = self._centering(X, Y, w)
-        # weighted least squares is ordinary least squares on rows scaled by √w
-        root = np.sqrt(w)[:, None]
-        Xc, Yc = (X - x_mean) * root, (Y - y_mean) * root
         p = X.shape[1]
         if solver == "lstsq":
+            # weighted least squares is ordinary least squares on rows scaled by √w
+            root = np.sqrt(w)[:, None]
+            Xc, Yc = (X - x_mean) * root, (Y - y_mean) * root
             if self.alpha > 0:
                 Xc = np.vstack([Xc, np.sqrt(self.alpha) * np.eye(p)])
                 Yc = np.vstack([Yc, np.zeros((p, Yc.shape[1]))])
             coef = np.linalg.lstsq(Xc, Yc, rcond=None)[0]
-        else:
-            A = Xc.T @ Xc + self.alpha * np.eye(p)
-            with _small_blas(p):
-                coef = self._cholesky(A, Xc.T @ Yc)
+            return coef.T, y_mean - x_mean @ coef
+        # the normal equations of the centred, √w-scaled rows, a block of rows at a time:
+        # never a copy of X (which cost as much as the ?syrk itself at 50,000 x 100), and the
+        # centring is exact (not XᵀX − n x̄x̄ᵀ, which cancels digits when |x̄| >> spread)
+        def normal_equations(lo, hi):
+            A, B = np.zeros((p, p)), np.zeros((p, Y.shape[1]))
+            for start in range(lo, hi, self._BLOCK_ROWS):
+                rows = slice(start, min(start + self._BLOCK_ROWS, hi))
+                Xb, Yb = X[rows] - x_mean, Y[rows] - y_mean
+                if sw is not None:
+                    root = np.sqrt(w[rows])[:, None]
+                    Xb *= root
+                    Yb *= root
+                A += Xb.T @ Xb  # NumPy sees Aᵀ A of one buffer: ?syrk
+                B += Xb.T @ Yb
+            return A, B
+
+        # both cores as two threads over halves of the rows, each with a one-thread BLAS
+        # (NumPy releases the GIL): OpenBLAS's own threads on a 100-wide ?syrk wait for each
+        # other, and on a busy machine for a descheduled peer (_small_blas)
+        n = X.shape[0]
+        parts = min(_N_CORES, max(1, n // self._BLOCK_ROWS))
+        bounds = [(k * n // parts, (k + 1) * n // parts) for k in range(parts)]
+        with _small_blas(p):
+            if parts == 1:
+                A, B = normal_equations(0, n)
+            else:
+                with ThreadPoolExecutor(parts) as pool:
+                    sums = list(pool.map(lambda b: normal_equations(*b), bounds))
+                A, B = sum(a for a, _ in sums), sum(b for _, b in sums)
+            A[np.diag_indices(p)] += self.alpha
+            coef = self._cholesky(A, B)
         return coef.T, y_mean - x_mean @ coef
 
     @staticmethod
@@ -559,13 +723,20 @@ class LinearRegression(RegressorMixin, BaseEstimator):
 
     def _fit_sparse(self, X, Y, sw):
         w = np.ones(X.shape[0]) if sw is None else sw
-        x_mean, y_mean = self._centering(X, Y, w)
         design, p = Design(X), X.shape[1]
         total = w.sum() if self.fit_intercept else 0.0
         if p <= self._SPARSE_GRAM_MAX:
-            # (X − 1x̄ᵀ)ᵀ W (X − 1x̄ᵀ) = XᵀWX − Σw x̄x̄ᵀ, and likewise the right-hand side
+            # Xᵀ [w, W Y] in one pass (SciPy's transposed product: no CSC copy) gives x̄ and
+            # the right-hand side; (X − 1x̄ᵀ)ᵀ W (X − 1x̄ᵀ) = XᵀWX − Σw x̄x̄ᵀ, and likewise B
+            XtWY = np.asarray(X.T @ np.column_stack([w, w[:, None] * Y]))
+            x_mean, y_mean = self._centering(X, Y, w) if not self.fit_intercept else (
+                XtWY[:, 0] / w.sum(), (w @ Y) / w.sum())
+            B = XtWY[:, 1:] - total * np.outer(x_mean, y_mean)
+            if self.alpha > 0:
+                coef = _ridge_cg(design, w, x_mean, total, self.alpha, B, self.tol or 1e-10)
+                if coef is not None:
+                    return coef.T, y_mean - x_mean @ coef
             A = design.gram(w) - total * np.outer(x_mean, x_mean)
-            B = design.rmatmul(w[:, None] * Y) - total * np.outer(x_mean, y_mean)
             A[np.diag_indices(p)] += self.alpha
             with _small_blas(p):
                 if self.alpha > 0:
@@ -573,6 +744,7 @@ class LinearRegression(RegressorMixin, BaseEstimator):
                 else:  # the minimum-norm solution, as lstsq's on the dense path
                     coef = scipy.linalg.lstsq(A, B, cond=1e-12)[0]
             return coef.T, y_mean - x_mean @ coef
+        x_mean, y_mean = self._centering(X, Y, w)
         root = np.sqrt(w)
         op = scipy.sparse.linalg.LinearOperator(
             (X.shape[0], p), dtype=np.float64,
@@ -659,8 +831,8 @@ class LogisticRegression(_LinearClassifier):
         solver stops at max_iter with a ConvergenceWarning).
     fit_intercept : bool, default True
     solver : {"auto", "newton", "tron", "lbfgs", "gd", "sgd"}, default "auto"
-        See the module docstring. "auto": Newton while the Hessian has <= 200 rows on dense
-        X, else TRON.
+        See the module docstring. "auto": Newton while the Hessian has <= 200 rows and
+        n_samples x rows² <= 2e7 on dense X, else TRON.
     tol : float > 0, default 1e-8
         Stop once ||∇f|| <= tol ||∇f(0)||; "sgd": once an epoch changes the loss by less.
     max_iter : int, default 100
@@ -704,24 +876,31 @@ class LogisticRegression(_LinearClassifier):
         self.random_state = random_state
 
     @fit_guard
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, distributed=False):
         """Fit on X of shape (n_samples, n_features) (dense or scipy.sparse) and class labels
-        y of shape (n_samples,)."""
+        y of shape (n_samples,). distributed=True (or "auto" under mpiexec): X, y are this
+        MPI rank's rows of one fit over every rank (fastnn.distributed_linear; solvers auto,
+        newton, tron, lbfgs)."""
         self._validate_params()
-        X, classes, y_idx = check_classifier_data(self, X, y, accept_sparse=True)
-        sw = check_sample_weight(sample_weight, X.shape[0])
+        wrap = None
+        if distributed_linear.requested(distributed):
+            X, classes, y_idx, sw, wrap = distributed_linear.classifier_data(
+                self, X, y, sample_weight, self.solver)
+        else:
+            X, classes, y_idx = check_classifier_data(self, X, y, accept_sparse=True)
+            sw = check_sample_weight(sample_weight, X.shape[0])
         if self.solver == "sgd":
             _dense_only(X, "sgd")
             coef, intercept = self._fit_sgd(X, y_idx, classes.size, sw)
         else:
-            coef, intercept = self._fit_convex(Design(X), y_idx, classes.size, sw)
+            coef, intercept = self._fit_convex(Design(X), y_idx, classes.size, sw, wrap)
         if self._multinomial and classes.size == 2:
             # two softmax logits carry one decision: their difference is the log-odds
             coef, intercept = coef[1:] - coef[:1], intercept[1:] - intercept[:1]
         self.classes_, self.coef_, self.intercept_ = classes, coef, intercept
         return self
 
-    def _fit_convex(self, design, y_idx, k, sw):
+    def _fit_convex(self, design, y_idx, k, sw, wrap=None):
         s = self.C * (np.ones(design.shape[0]) if sw is None else sw)
         l2 = 1.0 if self.penalty == "l2" else 0.0
         d, fi = design.shape[1], self.fit_intercept
@@ -734,6 +913,8 @@ class LogisticRegression(_LinearClassifier):
         coefs, intercepts, self.n_iter_, converged = [], [], 0, True
         for obj in problems:
             solver = _auto_solver(self.solver, design, obj.p * obj.K)
+            if wrap is not None:  # distributed: the data term reduced, rank 0's solver
+                obj, solver = wrap(obj), distributed_linear.rank0s(solver)
             theta, n_iter, ok = _solve(obj, solver, self.tol, self.max_iter,
                                        0.5 if self._multinomial else 0.25,
                                        self.learning_rate_init)
@@ -940,13 +1121,21 @@ class LinearSVM(_LinearClassifier):
         self.random_state = random_state
 
     @fit_guard
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, distributed=False):
         """Fit on X of shape (n_samples, n_features) (dense or scipy.sparse) and class labels
-        y of shape (n_samples,)."""
+        y of shape (n_samples,). distributed=True (or "auto" under mpiexec): X, y are this
+        MPI rank's rows of one fit over every rank (fastnn.distributed_linear), by TRON on
+        the squared hinge's primal; dual_coef_ and support_ then describe this rank's rows."""
         self._validate_params()
-        X, classes, y_idx = check_classifier_data(self, X, y, accept_sparse=True)
-        sw = check_sample_weight(sample_weight, X.shape[0])
-        solver = self.solver
+        solver, wrap = self.solver, None
+        if distributed_linear.requested(distributed):
+            if solver == "auto" and self.loss == "squared_hinge":
+                solver = "tron"
+            X, classes, y_idx, sw, wrap = distributed_linear.classifier_data(
+                self, X, y, sample_weight, solver, ("tron",))
+        else:
+            X, classes, y_idx = check_classifier_data(self, X, y, accept_sparse=True)
+            sw = check_sample_weight(sample_weight, X.shape[0])
         if solver == "auto":
             solver = ("sgd" if self.multi_class == "weston_watkins" and classes.size > 2
                       else "tron" if self.loss == "squared_hinge" else "dual_cd")
@@ -960,12 +1149,12 @@ class LinearSVM(_LinearClassifier):
             _dense_only(X, "sgd")
             coef, intercept = self._fit_sgd(X, y_idx, classes.size, sw)
         else:
-            coef, intercept = self._fit_ovr(X, y_idx, classes.size, sw, solver)
+            coef, intercept = self._fit_ovr(X, y_idx, classes.size, sw, solver, wrap)
         self.classes_, self.coef_, self.intercept_ = classes, coef, intercept
         self.margin_ = 1.0 / np.maximum(np.linalg.norm(coef, axis=1), np.finfo(float).tiny)
         return self
 
-    def _fit_ovr(self, X, y_idx, k, sw, solver):
+    def _fit_ovr(self, X, y_idx, k, sw, solver, wrap=None):
         n, d = X.shape
         s = self.C * (np.ones(n) if sw is None else sw)
         bias = self.intercept_scaling if self.fit_intercept else 0.0
@@ -978,6 +1167,7 @@ class LinearSVM(_LinearClassifier):
             y_pm = np.where(y_idx == c, 1.0, -1.0)
             if solver == "tron":
                 obj = _SquaredHingeLoss(Design(X), y_pm, s, self.fit_intercept, bias)
+                obj = obj if wrap is None else wrap(obj)  # distributed: reduced across ranks
                 theta, it, ok = _tron(obj, np.zeros(obj.p), self.tol or 1e-10, self.max_iter)
                 w = np.append(theta[:d], theta[d] if self.fit_intercept else 0.0)
                 alpha = np.maximum(1.0 - y_pm * (obj._logits(theta)[:, 0]), 0.0) * 2 * s

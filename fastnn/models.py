@@ -17,6 +17,7 @@ import numpy as np
 
 from . import callbacks as callbacks_mod
 from . import cpu_backend, cuda_backend
+from . import distributed as dist
 from . import losses as losses_mod
 from . import optim
 from .kernels import codes, cpu
@@ -342,7 +343,7 @@ class Sequential:
 
     def fit(self, x, y, epochs=1, batch_size=32, shuffle=True, validation_data=None,
             validation_split=0.0, sample_weight=None, class_weight=None, callbacks=None,
-            verbose=1, tol=None, initial_epoch=0):
+            verbose=1, tol=None, initial_epoch=0, distributed=False, sync_every=1):
         """Train the model.
 
         Parameters
@@ -375,6 +376,27 @@ class Sequential:
             The epoch to start counting from (Keras'): fit runs epochs initial_epoch ..
             epochs - 1, and callbacks and learning-rate schedules see those indices; for
             resuming a fit.
+        distributed : bool or "auto", default False
+            True: train one model over the ranks of an MPI job (`mpiexec -n R python -m
+            mpi4py train.py`; fastnn.distributed), each rank passing its own rows (for
+            example fastnn.distributed.shard(x, y)); "auto": True when launched on more than
+            one rank. Every rank must call fit with the same model and arguments; the
+            architecture, dtype, parameter count, loss, optimizer and fit settings are compared
+            first and a difference raises ValueError on every rank, naming it. Rank 0's
+            parameters and optimizer state are then broadcast. Mini-batch: one Allreduce of the
+            gradient per step inside the compiled epoch, weighted by each rank's batch rows, so
+            R ranks with batch_size B take the steps one process takes with batches of R * B
+            rows (uneven shards, even a rank with no rows, are fine). Per-sample SGD
+            (batch_size=1, plain SGD): local SGD, see sync_every. Shuffles are seeded per rank
+            and epoch; loss, metrics and validation are means over every rank's rows;
+            callbacks and progress run on rank 0 only, and its early-stopping decision,
+            learning rate and final weights are broadcast. An exception on one rank prints
+            the rank and traceback to stderr and aborts the whole job (MPI_Abort).
+        sync_every : int, default 1
+            Distributed per-sample SGD only: ranks average their parameters every
+            sync_every samples (kernels.mpi.local_sgd_epoch); 1 is exactly synchronous SGD
+            (a batch of one row per rank), larger values send k times fewer messages while the
+            ranks' models drift apart in between.
 
         Returns
         -------
@@ -383,6 +405,164 @@ class Sequential:
             per-epoch lists; `history.epoch` lists the epoch indices, `history.params` the
             fit's settings (epochs, steps, verbose).
         """
+        if distributed not in (False, True, "auto"):
+            raise ValueError(f"distributed must be False, True or 'auto', got {distributed!r}")
+        if distributed == "auto":
+            distributed = dist.is_distributed()
+        sync_every = check_positive_int(sync_every, "sync_every")
+        args = (x, y, epochs, batch_size, validation_data, validation_split, sample_weight,
+                class_weight, callbacks, verbose, tol, initial_epoch)
+        if distributed:
+            x, y, sw, kernel, val, callbacks = self._agree_fit(args, shuffle, sync_every)
+        else:
+            x, y, sw, kernel, val, callbacks = self._check_fit(*args)
+
+        # ----- from here on the call is accepted
+        if not self.built:
+            self.build(x.shape[1])
+        if any(v is None for v in self.optimizer.state().values()):
+            self.optimizer.build(self.params.size, self.dtype)
+        n = x.shape[0]
+        parallel, lead = None, True  # lead: this process runs callbacks and progress
+        if distributed:
+            if self._device == "cuda":  # every rank agrees on the device (_agree_fit)
+                raise NotImplementedError("distributed=True runs on the CPU backend only so "
+                                          "far (cuda_backend.Trainer); use device='cpu'")
+            self._broadcast_state()
+            # full batch: each rank's rows are its one step's batch
+            bs = max(n, 1) if batch_size is None else batch_size
+            # the same epoch kernel on every rank (a rank without rows has no weights)
+            per_sample = dist.allreduce(batch_size == 1 and self._per_sample(1, sw), "min")
+            parallel = dist.DataParallel(n, sync_every if per_sample else bs)
+            lead = dist.rank() == 0
+        else:
+            bs = n if batch_size is None else min(batch_size, n)
+            per_sample = self._per_sample(bs, sw)
+        # the backend, chosen once: everything below runs the same on the CPU and the GPU
+        trainer = self._backend.Trainer(self.stack, self.params, self.optimizer, x, y, sw,
+                                        kernel, bs, per_sample, parallel)
+        val_data = None if val is None else trainer.prepare(*val)
+        callbacks = callbacks if lead else []  # user callbacks: rank 0's only
+        verbose = verbose if lead else 0
+        # user callbacks may read model.params (EarlyStopping, checkpoints): on the GPU they
+        # are copied back each epoch only for them
+        host_readers = bool(callbacks)
+        history = callbacks_mod.History()
+        history.converged = None
+        steps = -(-n // bs) if parallel is None else parallel.steps
+        history.params = {"epochs": epochs, "steps": steps, "verbose": verbose}
+        prev_loss = None
+        callbacks = [history] + callbacks
+        progress = None
+        if verbose:
+            progress = callbacks_mod.ProgressBar(epochs, use_tqdm=None if verbose == 1 else False,
+                                                 initial_epoch=initial_epoch)
+            callbacks.append(progress)
+        for cb in callbacks:
+            cb.set_model(self)
+        self.stop_training = False
+        pace = _Pace(n, bs, trainer.per_sample, self.params.size) \
+            if verbose == 1 and parallel is None else None
+        try:
+            for cb in callbacks:
+                cb.on_train_begin()
+            for epoch in range(initial_epoch, epochs):
+                for cb in callbacks:
+                    cb.on_epoch_begin(epoch)
+                trainer.save_point()
+                lr = self.optimizer.lr_at(epoch)
+                if parallel is None:
+                    order = self.rng.permutation(n) if shuffle else np.arange(n)
+                    # dropout masks: one seed an epoch, drawn only when some layer drops
+                    seed = int(self.rng.integers(2 ** 63)) if self.stack.drop.any() else 0
+                else:  # rank 0's callbacks may have set the rate; shuffles per rank and epoch
+                    lr = dist.broadcast(lr)
+                    rng = np.random.default_rng((self.seed, dist.rank(), epoch))
+                    order = rng.permutation(n) if shuffle else np.arange(n)
+                    seed = int(rng.integers(2 ** 63)) if self.stack.drop.any() else 0
+                if pace is None:
+                    loss = trainer.epoch(order, lr, seed)
+                else:
+                    loss = pace.run(trainer, order, lr, seed, progress)
+                loss = loss + trainer.penalty() if math.isfinite(loss) else loss
+                finite = trainer.finite() if parallel is None else parallel.all(trainer.finite())
+                if not (math.isfinite(loss) and finite):
+                    trainer.restore_point()
+                    what = (f"the training loss became {loss}" if not math.isfinite(loss)
+                            else "the weights became NaN or infinite")
+                    raise DivergenceError(
+                        f"{what} in epoch {epoch + 1}; the weights from the start of that "
+                        "epoch were restored. Lower the learning rate, scale the inputs, or "
+                        "clip the targets.")
+                logs = {"loss": loss}
+                logs.update(self._epoch_logs(trainer, y, val, val_data, parallel))
+                if host_readers:
+                    trainer.sync_to_host()
+                for cb in callbacks:
+                    cb.on_epoch_end(epoch, logs)
+                if tol is not None:
+                    if prev_loss is not None and abs(loss - prev_loss) < tol:
+                        history.converged = "loss"
+                    elif trainer.gradient_norm() < tol:
+                        history.converged = "gradient"
+                    prev_loss = loss
+                if parallel is not None:  # rank 0's callbacks decide for every rank
+                    self.stop_training = dist.broadcast(bool(self.stop_training))
+                if self.stop_training or history.converged:
+                    break
+        except DivergenceError:
+            raise  # every rank of a distributed fit raises it together (loss and check reduced)
+        except BaseException as e:
+            if parallel is not None and dist.world_size() > 1:
+                dist.abort(e)  # this rank alone: end the job rather than leave the others blocked
+            raise
+        finally:  # an interrupted or diverged fit leaves the weights it reached (or restored)
+            trainer.sync_to_host()
+        try:
+            for cb in callbacks:
+                cb.on_train_end()
+        except BaseException as e:
+            if parallel is not None and dist.world_size() > 1:
+                dist.abort(e)
+            raise
+        if parallel is not None:  # e.g. EarlyStopping(restore_best_weights) ran on rank 0
+            dist.broadcast(self.params)
+        return history
+
+    def _epoch_logs(self, trainer, y, val, val_data, parallel):
+        """The metrics of the training rows and the validation loss and metrics of an epoch;
+        in a distributed fit, means over every rank's rows."""
+        n = y.shape[0]
+        train = self._metrics(trainer.train_logits(), y) if self.metrics and n else \
+            {m: 0.0 for m in self.metrics}
+        valid = {}
+        if val_data is not None:
+            vloss, vz = trainer.evaluate(val_data, with_logits=bool(self.metrics))
+            valid = {"loss": vloss}
+            if self.metrics:
+                valid.update(self._metrics(vz, val[1]))
+        if parallel is not None:
+            groups = [(n, train)] + ([(val[0].shape[0], valid)] if val_data is not None else [])
+            reduced = dist.weighted_means(groups)
+            train, valid = reduced[0], reduced[1] if val_data is not None else {}
+        return {**train, **{"val_" + k: v for k, v in valid.items()}}
+
+    def _broadcast_state(self):
+        """Rank 0's parameters and optimizer state on every rank (in place)."""
+        dist.broadcast(self.params)
+        state = self.optimizer.state()
+        for key, value in state.items():
+            if key == "t":
+                self.optimizer.set_step(dist.broadcast(int(value)))
+            elif value is not None and value.size:
+                dist.broadcast(value)
+
+    def _check_fit(self, x, y, epochs, batch_size, validation_data, validation_split,
+                   sample_weight, class_weight, callbacks, verbose, tol, initial_epoch,
+                   allow_empty=False):
+        """fit's checks of its arguments, before any state changes; returns (x, y, sw,
+        kernel, val, callbacks) as fit trains on them. allow_empty: x may have no rows (a
+        rank of a distributed fit)."""
         self._require_compiled("fit")
         # validate everything before touching any state, so a rejected call changes nothing
         if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
@@ -412,7 +592,10 @@ class Sequential:
             bad = [l.activation for l in self._dense if l.act_code not in codes.DIFFERENTIABLE]
             raise ValueError(f"cannot train through activation {bad[0]!r}: its derivative is "
                              "zero almost everywhere")
-        x, y, sw, kernel = self._check_xy(x, y, sample_weight)
+        if allow_empty and np.ndim(x) == 2 and np.shape(x)[0] == 0:
+            x, y, sw, kernel = self._empty_xy(x, y)
+        else:
+            x, y, sw, kernel = self._check_xy(x, y, sample_weight)
         self._check_metric_targets(y)
         if class_weight is not None:
             sw = self._apply_class_weight(class_weight, y, sw)
@@ -445,83 +628,82 @@ class Sequential:
                 raise ValueError(f"{type(cb).__name__} monitors {monitor!r}, which fit does not "
                                  f"log; available: {', '.join(log_keys)}")
 
-        # ----- from here on the call is accepted
-        if not self.built:
-            self.build(x.shape[1])
-        if any(v is None for v in self.optimizer.state().values()):
-            self.optimizer.build(self.params.size, self.dtype)
-        n = x.shape[0]
-        bs = n if batch_size is None else min(batch_size, n)
-        # the backend, chosen once: everything below runs the same on the CPU and the GPU
-        trainer = self._backend.Trainer(self.stack, self.params, self.optimizer, x, y, sw,
-                                        kernel, bs, self._per_sample(bs, sw))
-        val_data = None if val is None else trainer.prepare(*val)
-        # user callbacks may read model.params (EarlyStopping, checkpoints): on the GPU they
-        # are copied back each epoch only for them
-        host_readers = bool(callbacks)
-        history = callbacks_mod.History()
-        history.converged = None
-        history.params = {"epochs": epochs, "steps": -(-n // bs), "verbose": verbose}
-        prev_loss = None
-        callbacks = [history] + callbacks
-        progress = None
-        if verbose:
-            progress = callbacks_mod.ProgressBar(epochs, use_tqdm=None if verbose == 1 else False,
-                                                 initial_epoch=initial_epoch)
-            callbacks.append(progress)
-        for cb in callbacks:
-            cb.set_model(self)
-        self.stop_training = False
-        pace = _Pace(n, bs, trainer.per_sample, self.params.size) if verbose == 1 else None
-        for cb in callbacks:
-            cb.on_train_begin()
+        return x, y, sw, kernel, val, callbacks
+
+    def _empty_xy(self, x, y):
+        """(x, y, None, kernel) for a rank of a distributed fit with no rows: x's width and y's
+        form checked, the loss kernel taken from a one-row stand-in of y."""
+        n_features = self._dense[0].input_dim if not self.built else int(self.sizes[0])
+        x = np.zeros((0, np.shape(x)[1]), self.dtype)
+        if n_features is not None and x.shape[1] != n_features:
+            raise ValueError(f"x has {x.shape[1]} features but the model expects {n_features}")
+        y = np.asarray(y)
+        if y.shape[0] != 0:
+            raise ValueError(f"x and y have different lengths: 0 and {y.shape[0]}")
+        stand_ins = [np.zeros((1,) + y.shape[1:], np.int64 if y.ndim == 1 else self.dtype)]
+        if y.ndim == 2:  # distributions for the soft-target losses
+            stand_ins.append(np.full((1, y.shape[1]), 1.0 / max(y.shape[1], 1), self.dtype))
+        for i, stand_in in enumerate(stand_ins):
+            try:
+                one, kernel = self.loss.prepare(stand_in, self.n_outputs, self.dtype, "y")
+                return x, one[:0], None, kernel
+            except ValueError:
+                if i == len(stand_ins) - 1:
+                    raise
+
+    def _agree_fit(self, args, shuffle, sync_every):
+        """A distributed fit's checks, collectively: each rank checks its own arguments, then
+        the ranks compare their outcomes and their models' and fit settings' signatures (one
+        allgather), and every rank raises the same ValueError when any rank refused its input
+        or differs from rank 0, so no rank is left waiting in a collective."""
+        error, checked = None, None
         try:
-            for epoch in range(initial_epoch, epochs):
-                for cb in callbacks:
-                    cb.on_epoch_begin(epoch)
-                trainer.save_point()
-                lr = self.optimizer.lr_at(epoch)
-                order = self.rng.permutation(n) if shuffle else np.arange(n)
-                # dropout masks: one seed an epoch, drawn only when some layer drops
-                seed = int(self.rng.integers(2 ** 63)) if self.stack.drop.any() else 0
-                if pace is None:
-                    loss = trainer.epoch(order, lr, seed)
-                else:
-                    loss = pace.run(trainer, order, lr, seed, progress)
-                loss = loss + trainer.penalty() if math.isfinite(loss) else loss
-                if not (math.isfinite(loss) and trainer.finite()):
-                    trainer.restore_point()
-                    what = (f"the training loss became {loss}" if not math.isfinite(loss)
-                            else "the weights became NaN or infinite")
-                    raise DivergenceError(
-                        f"{what} in epoch {epoch + 1}; the weights from the start of that "
-                        "epoch were restored. Lower the learning rate, scale the inputs, or "
-                        "clip the targets.")
-                logs = {"loss": loss}
-                if self.metrics:
-                    logs.update(self._metrics(trainer.train_logits(), y))
-                if val_data is not None:
-                    vloss, vz = trainer.evaluate(val_data, with_logits=bool(self.metrics))
-                    logs["val_loss"] = vloss
-                    if self.metrics:
-                        logs.update({"val_" + k: v for k, v in self._metrics(vz, val[1]).items()})
-                if host_readers:
-                    trainer.sync_to_host()
-                for cb in callbacks:
-                    cb.on_epoch_end(epoch, logs)
-                if tol is not None:
-                    if prev_loss is not None and abs(loss - prev_loss) < tol:
-                        history.converged = "loss"
-                    elif trainer.gradient_norm() < tol:
-                        history.converged = "gradient"
-                    prev_loss = loss
-                if self.stop_training or history.converged:
-                    break
-        finally:  # an interrupted or diverged fit leaves the weights it reached (or restored)
-            trainer.sync_to_host()
-        for cb in callbacks:
-            cb.on_train_end()
-        return history
+            checked = self._check_fit(*args, allow_empty=True)
+        except (ValueError, TypeError, RuntimeError) as e:
+            error = e
+        epochs, batch_size, initial_epoch = args[2], args[3], args[11]
+        signature = None if error is not None else \
+            self._fit_signature(checked, epochs, batch_size, initial_epoch, shuffle, sync_every)
+        outcomes = dist.allgather((None if error is None else f"{type(error).__name__}: "
+                                   f"{error}", signature))
+        me = dist.rank()
+        for r, (message, _) in enumerate(outcomes):
+            if message is not None:
+                if r == me:
+                    raise error
+                raise ValueError(f"distributed fit: rank {r} refused its arguments ({message})")
+        reference = outcomes[0][1]
+        for r, (_, theirs) in enumerate(outcomes[1:], start=1):
+            for key, value in reference.items():
+                if theirs[key] != value:
+                    raise ValueError(f"distributed fit: rank {r}'s model or fit differs from "
+                                     f"rank 0's in its {key}: {theirs[key]!r} on rank {r}, "
+                                     f"{value!r} on rank 0")
+        return checked
+
+    def _fit_signature(self, checked, epochs, batch_size, initial_epoch, shuffle, sync_every):
+        """What every rank of a distributed fit must agree on, by name."""
+        width = checked[0].shape[1]
+        signature = {
+            "dtype": self.dtype.name,
+            "layers": [(type(l).__name__, l.units, l.activation, l.use_bias) if
+                       isinstance(l, Dense) else ("Dropout", l.rate) for l in self.layers],
+            "input width": int(self.sizes[0]) if self.built else width,
+            "parameter count": self.params.size if self.built else None,
+            "loss": (self.loss.name, self.loss.get_config()),
+            "optimizer": (self.optimizer.name, self.optimizer.get_config()),
+            "metrics": self.metrics, "device": self._device,
+            "fit settings (epochs, batch_size, initial_epoch, shuffle, sync_every)":
+                (epochs, batch_size, initial_epoch, bool(shuffle), sync_every),
+            "validation": checked[4] is not None,
+        }
+        if signature["parameter count"] is None and width is not None:
+            # what build will allocate, so that built and unbuilt models compare
+            sizes = [width] + [l.units for l in self._dense]
+            signature["parameter count"] = sum(
+                sizes[i] * sizes[i + 1] + (sizes[i + 1] if l.use_bias else 0)
+                for i, l in enumerate(self._dense))
+        return signature
 
     # ------------------------------------------------------------------ inference
 

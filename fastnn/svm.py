@@ -27,6 +27,7 @@ fit would be biased.
 
 scikit-learn is imported here, not by `import fastnn`.
 """
+import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral, Real
@@ -63,6 +64,21 @@ def kernel_matrix(A, B, kernel, gamma, coef0, degree):
     cpu.svm_kernel(out, A, B, np.einsum("ij,ij->i", A, A), np.einsum("ij,ij->i", B, B),
                    codes.SVM_KERNELS[kernel], gamma, coef0, float(degree))
     return out
+
+
+def _solver_threads(n_pairs):
+    """Numba threads for the solves: one per one-vs-one pair up to numba's thread count (the
+    pairs are independent); a single binary problem splits its large kernel rows over the
+    threads (kernels.cpu._svm_row), a parallel region of 0.1 to 1 ms per SMO iteration, which
+    pays only on cores that are free: with the 1-minute load average above the number of
+    cores (more runnable threads than cores; this process's own threads count up to it), a
+    region waits a scheduler time slice for its second thread (measured on the shared 2-core
+    machine at load 9: 74 s on 2 threads against 13 s for libsvm at 20,000 samples), so the
+    binary solve then runs on one thread, as OpenMP's dynamic adjustment would."""
+    threads = numba.get_num_threads()
+    if n_pairs == 1 and threads > 1 and os.getloadavg()[0] > (os.cpu_count() or 1):
+        return 1
+    return threads
 
 
 def _cache_rows(n, cache_size):
@@ -173,12 +189,15 @@ class SVC(ClassifierMixin, BaseEstimator):
         pairs = [(a, b) for a in range(k) for b in range(a + 1, k)]
         # one-vs-one pairs are independent: solved on numba's thread count of Python threads
         # (svm_smo releases the GIL), each with its share of cache_size
-        workers = min(len(pairs), numba.get_num_threads())
+        threads = _solver_threads(len(pairs))
+        workers = min(len(pairs), threads)
         cache_mb = self.cache_size / workers
 
         def solve(pair):
-            if workers > 1:
-                numba.set_num_threads(1)  # this worker's own setting: the cores are taken
+            if workers > 1 or threads == 1:
+                # this thread's own setting (the pool's workers', or the caller's, restored
+                # below): the cores are taken
+                numba.set_num_threads(1)
             a, b = pair
             idx = np.flatnonzero(((y_idx == a) | (y_idx == b)) & (upper > 0))
             xs = x[np.ix_(idx, idx)] if kernel == codes.SVM_PRECOMPUTED else x[idx]
@@ -198,7 +217,11 @@ class SVC(ClassifierMixin, BaseEstimator):
             with ThreadPoolExecutor(workers) as pool:
                 solved = list(pool.map(solve, pairs))
         else:
-            solved = [solve(pair) for pair in pairs]
+            before = numba.get_num_threads()
+            try:
+                solved = [solve(pair) for pair in pairs]
+            finally:
+                numba.set_num_threads(before)
         alphas, rhos, n_iter, done = (list(v) for v in zip(*solved))
         late = len(done) - sum(done)
         if late:

@@ -918,3 +918,64 @@ def _svm_rho(a, G, y, c):
     ub = yg[ub_set].min() if ub_set.any() else np.inf
     lb = yg[~ub_set].max() if (~ub_set).any() else -np.inf
     return float((ub + lb) / 2.0)
+
+
+# ---- fused convex passes
+# w, grad, out (D + 1,): the coefficients, then the intercept, which multiplies `bias`
+# (0: no intercept). X (N, D) dense, or CSR arrays as in the section above.
+
+def _with_bias(x, bias):
+    import scipy.sparse
+    ones = np.full((x.shape[0], 1), bias)
+    return scipy.sparse.hstack([x, ones]).tocsr() if scipy.sparse.issparse(x) else \
+        np.hstack([x, ones])
+
+
+def _logistic_value_grad(grad, hw, xb, w, y, sample_weight):
+    z = xb @ w
+    s = _sigmoid(y * z)
+    hw[...] = sample_weight * s * (1.0 - s)
+    grad[...] = xb.T @ (sample_weight * (s - 1.0) * y)
+    return float(np.sum(sample_weight * np.logaddexp(0.0, -y * z)))
+
+
+def logistic_value_grad(grad, hw, x, w, bias, y, sample_weight):
+    """The logistic loss Σ_i s_i log(1 + exp(−y_i z_i)), z = X w[:D] + bias w[D], y = ±1;
+    writes its gradient in w into grad and its curvature s σ(z)(1 − σ(z)) into hw (N,)."""
+    return _logistic_value_grad(grad, hw, _with_bias(x, bias), w, y, sample_weight)
+
+
+def logistic_value_grad_csr(grad, hw, data, indices, indptr, w, bias, y, sample_weight):
+    """logistic_value_grad with X in CSR."""
+    x = _csr(data, indices, indptr, w.shape[0] - 1)
+    return _logistic_value_grad(grad, hw, _with_bias(x, bias), w, y, sample_weight)
+
+
+def weighted_hessp(out, x, hw, v, bias):
+    """out = Xbᵀ diag(hw) Xb v, Xb = [X, bias 1]: the data term of a Hessian-vector product of
+    a loss with curvature hw (N,)."""
+    xb = _with_bias(x, bias)
+    out[...] = xb.T @ (hw * (xb @ v))
+
+
+def weighted_hessp_csr(out, data, indices, indptr, hw, v, bias):
+    """weighted_hessp with X in CSR."""
+    weighted_hessp(out, _csr(data, indices, indptr, v.shape[0] - 1), hw, v, bias)
+
+
+def weighted_gram(out, x, hw, bias):
+    """out = Xbᵀ diag(hw) Xb, Xb = [X, bias 1]: the Hessian of a loss with curvature hw (N,)
+    (its data term); out (D + 1, D + 1)."""
+    xb = _with_bias(x, bias)
+    out[...] = xb.T @ (hw[:, None] * xb)
+
+
+def cholesky_solve(out, a, b):
+    """out = A⁻¹ b for symmetric positive definite A (P, P); returns False (out untouched)
+    when A is not positive definite."""
+    import scipy.linalg
+    try:
+        out[...] = scipy.linalg.cho_solve(scipy.linalg.cho_factor(a), b)
+    except np.linalg.LinAlgError:
+        return False
+    return True

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from .. import distributed
 from . import workloads as W
 from .timing import fit_loglog_slope, interleaved, summary
 
@@ -111,7 +112,7 @@ def run_suite(cfg, only=None, rep=None, out_dir=None):
     rep = rep or Reporter()
     results = {"config": cfg.name, "machine": _machine(), "groups": [], "w3": [], "w4": [],
                "targets": {}}
-    wanted = set(only or ["W1", "W2", "W3", "W4", "W5", "W6", "W8", "W9"])
+    wanted = set(only or ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9"])
     peers_missing = []
     if not W.have_torch():
         peers_missing.append("torch (pip install 'fastnn-numba[bench]')")
@@ -217,6 +218,9 @@ def run_suite(cfg, only=None, rep=None, out_dir=None):
 
     if "W6" in wanted:
         run_w6(cfg, results, rep)
+
+    if "W7" in wanted:
+        run_w7(cfg, results, rep)
 
     if "W8" in wanted:
         run_w8(cfg, results, rep)
@@ -398,7 +402,7 @@ def run_w8(cfg, results, rep):
     rows = results.setdefault("w8", [])
     header = (f"{'data':>8s} {'n':>7s} {'fastnn 1t':>10s} {'fastnn 2t':>10s} {'libsvm':>10s} "
               f"{'libsvm/1t':>9s} {'libsvm/2t':>9s} {'SVs fastnn/libsvm':>18s} "
-              f"{'acc fastnn/libsvm':>18s} {'same pred':>9s}")
+              f"{'acc fastnn/libsvm':>18s} {'same pred':>9s} {'load':>5s}")
     lines = []
     for dataset in W.W8_SIZES.get(cfg.name, W.W8_SIZES["quick"]) + ("digits",):
         rep.progress(f"W8: {dataset}: fitting both once and checking them against each other")
@@ -413,6 +417,9 @@ def run_w8(cfg, results, rep):
                "libsvm_over_2t": med["scikit-learn SVC"] / two if two else None,
                "n_support": info["n_support"], "accuracy": info["accuracy"],
                "prediction_agreement": info["prediction_agreement"],
+               # the 1-minute load average after the row: fastnn.svm runs a binary solve on
+               # one thread when it exceeds the cores, so "2t" is then the 1-thread fit
+               "loadavg": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
                "rounds": {name: r["rounds"] for name, r in g["rows"].items()}}
         rows.append(row)
         sv, acc = info["n_support"], info["accuracy"]
@@ -425,7 +432,8 @@ def run_w8(cfg, results, rep):
             f"{two_ratio:>9s} "
             f"{sv['fastnn']:>8d}/{sv['scikit-learn SVC']:<9d} "
             f"{acc['fastnn']:>8.4f}/{acc['scikit-learn SVC']:<9.4f} "
-            f"{info['prediction_agreement']:>9.4f}")
+            f"{info['prediction_agreement']:>9.4f} "
+            f"{row['loadavg'] if row['loadavg'] is not None else float('nan'):>5.1f}")
     rep.line(header)
     for line in lines:
         rep.line(line)
@@ -488,6 +496,143 @@ def run_w9(cfg, results, rep):
                  f"hvp/gradient {results['w9_slope_ratio']:.2f} (O(P): flat ratio, slope ~0)")
 
 
+# ---- W7 distributed
+
+W7_TARGETS = {"fastnn 2 ranks over fastnn 1 rank": 1.8, "fastnn 2 ranks over DDP 2 ranks": 4.0}
+W7_ALLREDUCE_SHARE = 0.05  # the issue's bar: the allreduce at most 5 % of a step at P = 269k
+W7_ALLREDUCE = "fastnn (kernels.mpi)"  # the allreduce the distributed epoch calls
+
+
+def run_w7(cfg, results, rep):
+    """W7: data-parallel training (W2's network, batch 128 per rank, SGD) on 1 and 2 ranks,
+    fastnn beside PyTorch DDP (gloo), one job launched by mpiexec (W.w7_launch), rounds
+    interleaved inside it; then the allreduce against P and a ring α–β model fitted to it,
+    projected to 8 and 64 machines. Without mpiexec it is skipped with a line, except under
+    CI (CI=true), where that is an error: the smoke run must exercise it."""
+    rep.line()
+    rep.line(f"== W7  data parallelism over MPI: 784-256-256-10, batch {W.W2_BATCH} per rank, "
+             f"SGD, 1 thread per rank ({cfg.name} sizes)")
+    try:
+        distributed.mpiexec_command(W.W7_RANKS)
+    except FileNotFoundError as err:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            raise
+        rep.line(f"W7 skipped: {err}")
+        return
+    rep.progress(f"W7: launching {W.W7_RANKS} ranks")
+    job = W.w7_launch(cfg.name, W.W7_RANKS, progress=lambda m: rep.line("  " + m),
+                      rounds=cfg.rounds)
+    results["w7"] = job
+    ranks, n, batch = job["ranks"], job["samples_per_rank"], job["batch_per_rank"]
+    steps = -(-n // batch)
+    rows = {}
+    for name, seconds in job["epochs_s"].items():
+        med, lo, hi = summary(np.asarray(seconds))
+        r = 1 if "1 rank" in name else ranks
+        rows[name] = {"median_s": med, "min_s": lo, "max_s": hi, "ranks": r,
+                      "samples_per_s": r * n / med, "step_s": med / steps}
+    job["rows"] = rows
+    rep.line(f"{'implementation':20s} {'epoch median':>12s} {'min-max':>19s} {'samples/s':>11s} "
+             f"{'step':>9s}  check (max |Δw| vs fastnn on 1 process, batch R·{batch})")
+    for name, r in rows.items():
+        check = job["checks"].get(name)
+        check = f"{check:.1e}" if check is not None else \
+            "(the reference)" if name == "fastnn, 1 rank" else "-"
+        rep.line(f"{name:20s} {_fmt_s(r['median_s']):>12s} "
+                 f"{_fmt_s(r['min_s']) + '-' + _fmt_s(r['max_s']):>19s} "
+                 f"{r['samples_per_s']:>11,.0f} {_fmt_s(r['step_s']):>9s}  "
+                 f"{check}")
+    for name, why in job["unavailable"].items():
+        rep.line(f"{name:20s} not measured: {why}")
+    rate = {name: r["samples_per_s"] for name, r in rows.items()}
+    many, ddp_many = f"fastnn, {ranks} ranks", f"DDP, {ranks} ranks"
+    ratios = {"fastnn 2 ranks over fastnn 1 rank": (many, "fastnn, 1 rank"),
+              "fastnn 2 ranks over DDP 2 ranks": (many, ddp_many),
+              "fastnn 1 rank over DDP 1 rank": ("fastnn, 1 rank", "DDP, 1 rank"),
+              "DDP 2 ranks over DDP 1 rank": (ddp_many, "DDP, 1 rank"),
+              "fastnn 2 ranks over 2 fits with no messages": (many,
+                                                              f"{ranks} fits, no messages")}
+    job["ratios"] = {}
+    for label, (a, b) in ratios.items():
+        if a in rate and b in rate:
+            job["ratios"][label] = rate[a] / rate[b]
+            rep.line(f"  {label}: {rate[a] / rate[b]:.2f}x (samples/s)")
+
+    # the allreduce against P, and the ring model fitted to each method's points
+    sweep, ps = job["allreduce_s"], job["allreduce_p"]
+    if sweep:
+        rep.line()
+        rep.line(f"allreduce of P float32 values over {ranks} ranks (slowest rank's mean, "
+                 f"median of 3)")
+        rep.line(f"{'P':>10s} " + " ".join(f"{m:>24s}" for m in sweep))
+        for i, p in enumerate(ps):
+            rep.line(f"{p:>10,d} " + " ".join(f"{_fmt_s(sweep[m][i]):>24s}" for m in sweep))
+        job["alpha_beta"] = {}
+        for method, seconds in sweep.items():
+            alpha, beta, worst = W.ring_allreduce_fit(ranks, ps, seconds)
+            job["alpha_beta"][method] = {"alpha_s": alpha, "beta_s_per_byte": beta,
+                                         "worst_rel_err": worst}
+            bw = f"{1 / beta / 1e9:.2f} GB/s" if beta > 0 else "inf"
+            rep.line(f"  ring model t = 2(R-1)α + 2(R-1)/R·P·4·β, {method}: α = "
+                     f"{alpha * 1e6:.1f} us, 1/β = {bw} (fit within {100 * worst:.0f}% of "
+                     f"every point)")
+        if W.W7_P in ps:
+            ar = sweep[W7_ALLREDUCE][ps.index(W.W7_P)]
+            step = rows[many]["step_s"] if many in rows else None
+            job["allreduce_at_p"] = {"seconds": ar, "step_s": step,
+                                     "share": ar / step if step else None}
+            share = f"{100 * ar / step:.1f}% of a {_fmt_s(step)} {ranks}-rank step" \
+                if step else "no distributed step measured"
+            rep.line(f"  at P = {W.W7_P:,}: {W7_ALLREDUCE} {_fmt_s(ar)}, {share}")
+        _w7_projection(job, rep, rows, ranks)
+    _w7_targets(job, results, rep, many)
+
+
+def _w7_projection(job, rep, rows, ranks):
+    """The α–β model at 8 and 64 machines on two networks, for one step's gradient."""
+    step1 = rows.get("fastnn, 1 rank", {}).get("step_s")
+    rep.line()
+    rep.line(f"PROJECTION (a model, not a measurement): one ring allreduce of W2's {W.W7_P:,} "
+             f"float32 gradients, t = 2(R-1)α + 2(R-1)/R·P·4 B/(link rate), α ASSUMED per "
+             f"network; share = t over t + one rank's measured compute step "
+             f"({_fmt_s(step1) if step1 else '?'}, batch {job['batch_per_rank']})")
+    job["projection"] = []
+    for net, (bits, alpha) in W.W7_NETWORKS.items():
+        for machines in W.W7_MACHINES:
+            t = W.ring_allreduce_time(alpha, 8.0 / bits, machines, W.W7_P)
+            share = t / (t + step1) if step1 else None
+            job["projection"].append({"network": net, "machines": machines, "alpha_s": alpha,
+                                      "link_bits_per_s": bits, "allreduce_s": t,
+                                      "share_of_step": share})
+            rep.line(f"  {net:24s} α = {alpha * 1e6:4.0f} us, {machines:3d} machines: "
+                     f"{_fmt_s(t):>9s} per step"
+                     + (f", {100 * share:.0f}% of a step" if share is not None else ""))
+
+
+def _w7_targets(job, results, rep, many):
+    for label, want in W7_TARGETS.items():
+        got = job["ratios"].get(label)
+        key = f"W7 {label}"
+        if got is None:
+            results["targets"][key] = None
+            rep.line(f"  {key:34s} not measured in this run ({many} missing)")
+            continue
+        results["targets"][key] = {"want": want, "got": got, "met": got >= want}
+        rep.line(f"  {key:34s} want >= {want:5.2f}x  got {got:7.2f}x  "
+                 f"{'met' if got >= want else 'NOT met'}")
+    at_p = job.get("allreduce_at_p") or {}
+    key = f"W7 allreduce share of a step at P={W.W7_P:,}"
+    if at_p.get("share") is None:
+        results["targets"][key] = None
+        rep.line(f"  {key:34s} not measured in this run")
+    else:
+        met = at_p["share"] <= W7_ALLREDUCE_SHARE
+        results["targets"][key] = {"want": W7_ALLREDUCE_SHARE, "got": at_p["share"],
+                                   "met": met}
+        rep.line(f"  {key:34s} want <= {100 * W7_ALLREDUCE_SHARE:.0f}%  got "
+                 f"{100 * at_p['share']:6.1f}%  {'met' if met else 'NOT met'}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fastnn bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -509,10 +654,11 @@ def main(argv=None):
     only = None
     if args.only:
         only = [w.strip().upper() for w in args.only.split(",") if w.strip()]
-        bad = [w for w in only if w not in ("W1", "W2", "W3", "W4", "W5", "W6", "W8", "W9")]
+        bad = [w for w in only
+               if w not in ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9")]
         if bad:
             parser.error(f"--only: unknown workload(s) {', '.join(bad)}; valid: W1, W2, W3, "
-                         "W4, W5, W6, W8, W9")
+                         "W4, W5, W6, W7, W8, W9")
     try:
         import threadpoolctl  # noqa: F401
     except ImportError:

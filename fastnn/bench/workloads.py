@@ -9,12 +9,20 @@ optimizer state) and returns run's argument; only run is timed.
 
 Shape legend: N samples, F features, K classes, P parameters, B batch size.
 """
+import json  # W7
+import os  # W7
+import socket  # W7
+import subprocess  # W7
+import sys  # W7
+import tempfile  # W7
+import threading  # W7
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.optimize  # W7
 
-from .. import Dense, Sequential, optim
+from .. import Dense, Sequential, distributed, optim
 from .. import cpu_backend  # W9
 from ..layers import Stack  # W9
 from ..losses import LossKernel  # W9
@@ -735,15 +743,16 @@ def _w6_error(coef, ref):
 
 def w6_row(problem, tight=True):
     """One W6 row, checked before it is timed: the reference optimum (fastnn's own solver at
-    tol 1e-13, which some scikit-learn solver must reproduce to 1e-6, or the row fails),
-    fastnn's default fit and its error, and for each scikit-learn solver the loosest tol of
-    W6_TOLS whose fit is within W6_REL of the optimum (its error, or its best error when no
-    tol reaches it). Returns (impls to time, info)."""
+    tol 1e-13, ridge's direct solve; some scikit-learn solver must reproduce it to 1e-6, or
+    the row fails), fastnn's default fit and its error, and for each scikit-learn solver the
+    loosest tol of W6_TOLS whose fit is within W6_REL of the optimum (its error, or its best
+    error when no tol reaches it). Returns (impls to time, info)."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
     name, kind, X, y, param, fit_intercept, solvers = problem
-    tight_kw = {"tol": 1e-13, "max_iter": 100_000} if kind != "ridge" else {}
+    # ridge: a tol no CG reaches, so the reference is the direct (Cholesky) solve
+    tight_kw = {"tol": 1e-13, "max_iter": 100_000} if kind != "ridge" else {"tol": 1e-15}
     if kind == "svm":
         tight_kw = {"tol": 1e-13, "max_iter": 1000}
     ref = _w6_coef(_w6_fastnn(kind, param, fit_intercept, **tight_kw).fit(X, y), kind)
@@ -780,3 +789,88 @@ def w6_row(problem, tight=True):
         raise AssertionError(f"W6 {name}: no scikit-learn solver comes within 1e-4 of "
                              f"fastnn's optimum (best {best_err:.1e}): they disagree")
     return impls, info
+
+
+# ---- W7 distributed
+
+# rows per rank, interleaved rounds, the allreduce sizes P (float32 values) and the seconds
+# each allreduce timing fills, per suite
+W7_SIZES = {
+    "smoke": {"samples": 256, "rounds": 1, "allreduce": (1_000, 269_322), "seconds": 0.0,
+              "timeout": 900},  # a hang guard: cold Numba caches compile for minutes
+    "quick": {"samples": 10_000, "rounds": 3, "seconds": 0.05, "timeout": 1200,
+              "allreduce": (1_000, 3_000, 10_000, 30_000, 100_000, 269_322, 1_000_000)},
+    "full": {"samples": 30_000, "rounds": 5, "seconds": 0.2, "timeout": 1800,
+             "allreduce": (1_000, 3_000, 10_000, 30_000, 100_000, 269_322, 1_000_000)},
+}
+W7_RANKS = 2
+W7_P = 269_322  # W2's parameter count: the allreduce of one step's gradient
+# The projection's networks: link rate (bit/s) and an ASSUMED per-message latency alpha (s):
+# MPI over TCP on 10 Gb/s Ethernet ~20 us, over RDMA (InfiniBand / RoCE) at 100 Gb/s ~2 us.
+# Nothing here measures a network; the machine's own fitted beta is shared memory's.
+W7_NETWORKS = {"10 Gb/s Ethernet (TCP)": (10e9, 20e-6), "100 Gb/s RDMA": (100e9, 2e-6)}
+W7_MACHINES = (8, 64)
+
+
+def w7_launch(cfg_name, ranks=W7_RANKS, out_dir=None, progress=None, rounds=None):
+    """Run fastnn.bench.w7_worker on `ranks` ranks with the sizes of W7_SIZES[cfg_name] (and
+    `rounds` interleaved rounds, default the suite's) and return rank 0's results (dict; see
+    the worker's docstring). The ranks reach each other
+    for torch.distributed through MASTER_ADDR/MASTER_PORT (a free local port); rank 0's
+    progress lines go to `progress` (a callable) or stderr."""
+    sizes = W7_SIZES.get(cfg_name, W7_SIZES["quick"])
+    with socket.socket() as s:  # a free port for gloo's rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        out = os.path.join(tmp, "w7.json")
+        cmd = distributed.mpiexec_command(ranks) + [
+            # -m mpi4py: an exception on one rank (a failed check) aborts the whole job
+            sys.executable, "-m", "mpi4py", "-m", "fastnn.bench.w7_worker", out,
+            "--samples", str(sizes["samples"]), "--rounds", str(rounds or sizes["rounds"]),
+            "--allreduce-sizes", ",".join(str(p) for p in sizes["allreduce"]),
+            "--allreduce-seconds", str(sizes["seconds"])]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        lines = []
+
+        def forward():  # rank 0's progress and any rank's errors, as they come
+            for line in proc.stdout:
+                lines.append(line)
+                (progress or (lambda m: print(m, file=sys.stderr)))(line.rstrip())
+        reader = threading.Thread(target=forward, daemon=True)
+        reader.start()
+        try:
+            proc.wait(timeout=sizes["timeout"])
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"W7: the {ranks}-rank job ran past {sizes['timeout']} s") \
+                from None
+        reader.join()
+        if proc.returncode != 0 or not os.path.exists(out):
+            raise RuntimeError(f"W7: `{' '.join(cmd)}` failed (exit {proc.returncode}):\n"
+                               + "".join(lines[-40:]))
+        with open(out) as f:
+            return json.load(f)
+
+
+def ring_allreduce_fit(ranks, p_values, seconds, bytes_per_value=4):
+    """alpha (s per message) and beta (s per byte) of a ring allreduce,
+    t = 2(R-1) alpha + 2(R-1)/R P b beta, fitted by non-negative least squares on the relative
+    error (each row divided by its measured t, so the microsecond points weigh as much as the
+    millisecond ones). Returns (alpha, beta, the fit's largest relative error)."""
+    t = np.asarray(seconds, float)
+    p = np.asarray(p_values, float)
+    A = np.column_stack([np.full_like(p, 2.0 * (ranks - 1)),
+                         2.0 * (ranks - 1) / ranks * p * bytes_per_value])
+    (alpha, beta), _ = scipy.optimize.nnls(A / t[:, None], np.ones_like(t))
+    worst = float(np.max(np.abs(A @ [alpha, beta] - t) / t))
+    return float(alpha), float(beta), worst
+
+
+def ring_allreduce_time(alpha, beta, ranks, p, bytes_per_value=4):
+    """The α–β model's seconds for one ring allreduce of p values over `ranks` machines."""
+    return 2.0 * (ranks - 1) * alpha + 2.0 * (ranks - 1) / ranks * p * bytes_per_value * beta

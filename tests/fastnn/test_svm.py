@@ -6,6 +6,7 @@ import importlib.util
 import pathlib
 import warnings
 
+import numba
 import numpy as np
 import pytest
 from sklearn import svm as sk_svm
@@ -13,6 +14,7 @@ from sklearn.datasets import load_digits, load_iris, make_blobs, make_classifica
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from fastnn import svm as fsvm
 from fastnn.svm import SVC
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
@@ -147,6 +149,23 @@ def test_smaller_c_more_support_vectors_and_the_hard_margin():
     # the margin 1 / ||w|| is at most half the gap between the closest opposite points
     gap = min(np.linalg.norm(a - b) for a in Xs[ys == 0] for b in Xs[ys == 1])
     assert 1 / np.linalg.norm(w) <= gap / 2 + 1e-6
+
+
+@pytest.mark.parametrize("data", ["binary overlapping", "iris (3 classes)"])
+def test_fit_leaves_numba_thread_count_and_solution_as_one_thread(data, monkeypatch):
+    """The binary solve may drop to one numba thread on a loaded machine (fastnn.svm.
+    _solver_threads) and the one-vs-one workers set their own: either way the caller's thread
+    count is restored, and the solution is the one-thread solution (the threads only split
+    kernel rows or whole pairs, never an SMO step)."""
+    X, y = DATA[data]
+    before = numba.get_num_threads()
+    one = SVC().fit(X, y)
+    for load in (0.0, 1e6):  # an idle machine, then one that is full
+        monkeypatch.setattr(fsvm.os, "getloadavg", lambda: (load, load, load))
+        clf = SVC().fit(X, y)
+        assert numba.get_num_threads() == before
+        np.testing.assert_array_equal(clf.dual_coef_, one.dual_coef_)
+        np.testing.assert_array_equal(clf.intercept_, one.intercept_)
 
 
 def test_max_iter_warns():

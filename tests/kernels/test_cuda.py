@@ -253,6 +253,13 @@ CPU_ONLY = {
     "perceptron_epoch": "the perceptron's per-sample rule: one sample at a time",
     "perceptron_epoch_csr": "the perceptron's per-sample rule: one sample at a time",
     "svm_smo": "SMO: one pair of dual variables at a time (its kernel rows have a twin)",
+    # ---- fused convex passes (issue 11's speed work)
+    "logistic_value_grad": "the convex solvers' fused loss pass (CPU, Newton/TRON)",
+    "logistic_value_grad_csr": "the convex solvers' fused loss pass (CPU, Newton/TRON)",
+    "weighted_hessp": "the convex solvers' fused Hessian-vector pass (CPU, TRON, ridge CG)",
+    "weighted_hessp_csr": "the convex solvers' fused Hessian-vector pass (CPU, TRON, ridge CG)",
+    "weighted_gram": "the small Newton Hessians (CPU)",
+    "cholesky_solve": "the small Newton systems, one factorisation per step (CPU)",
 }
 
 

@@ -220,3 +220,75 @@ def test_perceptron_tie_is_a_mistake_worked_by_hand():
         mod.multiclass_perceptron(dz, np.array([[0.0, 1.0, 3.0]]), np.array([2]), np.empty(0),
                                   False)
         np.testing.assert_array_equal(dz, [[0.0, 0.0, 0.0]])
+
+
+# ---- fused convex passes
+
+def _fused_args(rng, n, d, dtype, density):
+    x = scipy.sparse.random(n, d, density=density, random_state=rng, format="csr")
+    y = np.where(rng.random(n) < 0.5, -1.0, 1.0).astype(dtype)
+    return (x.toarray().astype(dtype), x, randn(rng, d + 1, dtype), y,
+            rng.random(n).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bias", [1.0, 0.0])
+# 1, primes, and 2,003 x 211 at 0.5 (~2e5 multiply-adds): the rows split into chunks
+@pytest.mark.parametrize("n,d,density", [(1, 1, 1.0), (13, 7, 0.5), (2003, 211, 0.5)])
+def test_fused_passes_match_twins_dense_and_csr(dtype, bias, n, d, density):
+    rng = np.random.default_rng(n + d)
+    x, xs, w, y, sw = _fused_args(rng, n, d, dtype, density)
+    # float32 sums over up to 2,003 rows: rounding grows with n
+    tol = STEP_TOL[dtype] if n < 100 or dtype == np.float64 else (2e-4, 2e-4)
+    res = check_backends("logistic_value_grad", [np.empty(d + 1, dtype), np.empty(n, dtype),
+                                                 x, w, bias, y, sw], tol, backends=CPU)
+    hw = res["reference"][1][1]
+    check_backends("logistic_value_grad_csr", [np.empty(d + 1, dtype), np.empty(n, dtype),
+                                               xs.data.astype(dtype), xs.indices, xs.indptr,
+                                               w, bias, y, sw], tol, backends=CPU)
+    v = randn(rng, d + 1, dtype)
+    check_backends("weighted_hessp", [np.empty(d + 1, dtype), x, hw, v, bias], tol,
+                   backends=CPU)
+    index = np.int64 if dtype == np.float64 else np.int32  # both index widths, few compiles
+    check_backends("weighted_hessp_csr", [np.empty(d + 1, dtype), xs.data.astype(dtype),
+                                          xs.indices.astype(index), xs.indptr.astype(index),
+                                          hw, v, bias], tol, backends=CPU)
+    res = check_backends("weighted_gram", [np.empty((d + 1, d + 1), dtype), x, hw, bias], tol,
+                         backends=CPU)
+    gram = res["cpu"][1][0]
+    np.testing.assert_array_equal(gram, gram.T)  # one triangle, mirrored
+
+
+def test_fused_logistic_gradient_and_hessp_are_derivatives():
+    rng = np.random.default_rng(5)
+    x, xs, w, y, sw = _fused_args(rng, 29, 6, np.float64, 0.7)
+    grad, hw = np.empty(7), np.empty(29)
+    cpu.logistic_value_grad_csr(grad, hw, xs.data, xs.indices, xs.indptr, w, 1.0, y, sw)
+    v = rng.standard_normal(7)
+    hv = np.empty(7)
+    cpu.weighted_hessp(hv, x, hw, v, 1.0)
+    eps = 1e-6
+    vals, grads = [], []
+    for sign in (1, -1):
+        g, h = np.empty(7), np.empty(29)
+        vals.append(cpu.logistic_value_grad(g, h, x, w + sign * eps * v, 1.0, y, sw))
+        grads.append(g)
+    # central differences: truncation O(eps²), rounding O(1e-16 / eps) on O(10) values
+    np.testing.assert_allclose(grad @ v, (vals[0] - vals[1]) / (2 * eps), atol=1e-7)
+    np.testing.assert_allclose(hv, (grads[0] - grads[1]) / (2 * eps), atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", [1, 2, 17])
+def test_cholesky_solve_matches_scipy_and_refuses_indefinite(dtype, p):
+    rng = np.random.default_rng(p)
+    m = randn(rng, (p + 3, p), dtype)
+    a = (m.T @ m + np.eye(p, dtype=dtype)).astype(dtype)
+    b = randn(rng, p, dtype)
+    # float32: the solve's error grows with κ(A) (~10 here) times eps32
+    tol = STEP_TOL[dtype] if dtype == np.float64 else (1e-4, 1e-4)
+    res = check_backends("cholesky_solve", [np.empty(p, dtype), a, b], tol, backends=CPU)
+    assert res["cpu"][0] is True
+    out = np.full(p, 7.0, dtype)
+    assert cpu.cholesky_solve(out, -a, b) is False
+    np.testing.assert_array_equal(out, 7.0)  # untouched
