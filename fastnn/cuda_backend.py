@@ -337,17 +337,42 @@ def gradient(stack, params, x, y, sw, kernel):
     return loss + dev.penalty(), grads.copy_to_host()
 
 
+class _HostReduction:
+    """A data-parallel fit's reduction of a device buffer of P values, through the host: the
+    buffer is copied into a page-locked host message of P + 1 values, reduced by
+    kernels.mpi.reduce_weighted (one in-place MPI_Allreduce: each rank's values times its
+    `count` rows, plus the rows; then divided by their sum) and copied back. Called with the
+    gradient per mini-batch step (kernels.cuda.minibatch_epoch's `reduce`) and with the
+    parameters per local-SGD round. A rank with count 0 sends zeros and its buffer is not
+    read. One GPU per rank; the MPI library never sees device memory, so any MPI works (a
+    CUDA-aware MPI could reduce the device buffer in place and save the two copies)."""
+
+    def __init__(self, parallel, size, dtype, cuda):
+        self.mpi = parallel.mpi
+        self.message = cuda.pinned_array(size + 1, dtype)
+        self.values = self.message[:-1]
+
+    def __call__(self, buf, count):
+        if count:
+            buf.copy_to_host(self.values)
+        self.mpi.reduce_weighted(self.message, self.values, count)
+        buf.copy_to_device(self.values)
+
+
 class Trainer(_Device):
     """One fit on the GPU: data, parameters and optimizer state on the device for the whole
     fit; each epoch is one call of kernels.cuda.minibatch_epoch or sgd_epoch (see the module
-    docstring). A data-parallel fit (`parallel`, see fastnn.cpu_backend) is not supported on
-    the GPU yet: kernels.cuda's epochs have no per-step reduction."""
+    docstring).
+
+    A data-parallel fit (`parallel`, see fastnn.cpu_backend; one GPU per rank) goes through
+    the host: mini-batch epochs pass minibatch_epoch a `reduce` hook (_HostReduction) that
+    averages the gradient over the ranks' rows before every optimizer step, so R ranks with
+    batch B take the steps of one process with batch R B, as on the CPU; per-sample SGD is
+    local SGD, sgd_epoch over each `sync_every` rows and then the parameters averaged,
+    weighted by the rows each rank trained on (kernels.mpi.local_sgd_epoch's rounds)."""
 
     def __init__(self, stack, params, optimizer, x, y, sw, kernel, batch_size, per_sample,
                  parallel=None):
-        if parallel is not None:
-            raise NotImplementedError("distributed=True runs on the CPU backend only so far; "
-                                      "use device='cpu'")
         super().__init__(stack, params)
         cuda = self.cuda
         self.host_params, self.optimizer = params, optimizer
@@ -364,10 +389,15 @@ class Trainer(_Device):
         self.saved_step = self.step
         # kernels.cuda's epoch buffers (and the visiting order's), allocated by the first epoch
         self.workspace = self.kc.EpochWorkspace()
+        self.parallel = parallel
+        self.reduce = None if parallel is None else \
+            _HostReduction(parallel, params.shape[0], self.dtype, cuda)
 
     def epoch(self, order, lr, seed=0):
         s, kc = self.stack, self.kc
         xd, labels, targets, swd, kernel, _ = self.data
+        if self.parallel is not None and self.per_sample:
+            return self._local_sgd_epoch(order, lr, seed)
         if self.per_sample:
             return kc.sgd_epoch(self.params, xd, labels, targets, order, s.sizes, s.w_off,
                                 s.b_off, s.acts, s.alpha, s.drop, seed,
@@ -378,14 +408,40 @@ class Trainer(_Device):
             self.params, self.grads, self.state[0], self.state[1], xd, labels, targets, swd,
             order, self.batch_size, s.sizes, s.w_off, s.b_off, s.acts, s.alpha, s.l2, s.drop, seed,
             kernel.code, kernel.label_smoothing, opt_code, hyper, self.step,
-            workspace=self.workspace, fused=None if FUSED_MLP else False)
-        return loss
+            workspace=self.workspace, fused=None if FUSED_MLP else False, reduce=self.reduce,
+            n_steps=None if self.parallel is None else self.parallel.steps)
+        if self.parallel is None:
+            return loss
+        return self.parallel.mean_loss(loss * self.n)  # loss: the mean over this rank's rows
+
+    def _local_sgd_epoch(self, order, lr, seed):
+        """kernels.mpi.local_sgd_epoch on the GPU: per round, sgd_epoch over this rank's next
+        `sync_every` rows (none once they ran out), then the parameters averaged over the
+        ranks through the host."""
+        s, par = self.stack, self.parallel
+        xd, labels, targets, _, kernel, _ = self.data
+        total = 0.0
+        for start in range(0, par.steps * par.unit, par.unit):
+            rows = order[start:start + par.unit]
+            if rows.shape[0]:
+                total += rows.shape[0] * self.kc.sgd_epoch(
+                    self.params, xd, labels, targets, rows, s.sizes, s.w_off, s.b_off, s.acts,
+                    s.alpha, s.drop, seed, kernel.code, lr, self.optimizer.weight_decay,
+                    workspace=self.workspace)
+            self.reduce(self.params, rows.shape[0])
+        return par.mean_loss(total)
 
     def train_logits(self):
         return self.forward(self.data[0]).copy_to_host()
 
     def gradient_norm(self):
-        self.gradient(self.grads, self.data)
+        """||dL/dparams|| of the full-batch loss; in a data-parallel fit, of the loss over
+        every rank's rows (the ranks' gradients, L2 terms included, averaged by rows: the L2
+        terms, the same on every rank, come out once)."""
+        if self.n:
+            self.gradient(self.grads, self.data)
+        if self.reduce is not None:
+            self.reduce(self.grads, self.n)
         g = self.grads.copy_to_host().astype(np.float64)
         return float(np.sqrt(np.dot(g, g)))
 

@@ -424,10 +424,7 @@ class Sequential:
             self.optimizer.build(self.params.size, self.dtype)
         n = x.shape[0]
         parallel, lead = None, True  # lead: this process runs callbacks and progress
-        if distributed:
-            if self._device == "cuda":  # every rank agrees on the device (_agree_fit)
-                raise NotImplementedError("distributed=True runs on the CPU backend only so "
-                                          "far (cuda_backend.Trainer); use device='cpu'")
+        if distributed:  # on either backend (device="cuda": one GPU per rank, via the host)
             self._broadcast_state()
             # full batch: each rank's rows are its one step's batch
             bs = max(n, 1) if batch_size is None else batch_size

@@ -1732,7 +1732,8 @@ class EpochWorkspace:
 
 def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_weight, order,
                     batch_size, sizes, w_off, b_off, acts, alpha, l2, drop, seed, loss,
-                    label_smoothing, opt, hyper, step, *, workspace=None, fused=None):
+                    label_smoothing, opt, hyper, step, *, workspace=None, fused=None,
+                    reduce=None, n_steps=None):
     """One epoch of mini-batch training (SGD, Adam, RMSprop, Adagrad) on the GPU; arguments
     and result as in kernels.cpu.minibatch_epoch (see the reference twin for the math): returns
     (mean over the epoch's samples of the batch losses as a float, the step count after it).
@@ -1747,6 +1748,16 @@ def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_we
       fused      None: the fused narrow path when it applies (every width <= MAX_WIDTH,
                  softmax cross-entropy or MSE, the mlp_layout layout); False: the per-layer
                  kernels; True: the fused path or ValueError.
+      reduce     None, or a data-parallel fit's per-step reduction (fastnn.cuda_backend): a
+                 callable reduce(grads, m) run after each step's gradient (L2 terms included)
+                 and before the optimizer, given the device gradient buffer and the step's
+                 rows m (0 for a step without rows); it must leave in grads the gradient of
+                 the global batch (kernels.mpi.minibatch_epoch's reduction, here through the
+                 host). No launch of its own; it is not called when None, so the default
+                 path's launches and results are unchanged;
+      n_steps    with reduce: the steps to take, at least this call's own ceil(N / batch);
+                 the steps past its rows (every step for a rank without rows) run only
+                 reduce(grads, 0) and the optimizer, so that every rank takes the same steps.
 
     Launches per step (count_launches() counts them; tests/kernels/test_cuda_epoch.py pins it):
       fused (4, whatever the depth): gather_batch (the batch's x rows, labels, targets and
@@ -1786,7 +1797,9 @@ def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_we
     key, thresh, scales, dropped = _dropout_args(drop, seed, dtype)
     hidden_drop = any(dropped[1:])
     n_total, n_layers = order.shape[0], len(sizes) - 1
+    idle = _steps_without_rows(n_total, batch_size, reduce, n_steps)
     if n_total == 0:
+        step = _reduced_steps(idle, reduce, params, grads, state1, state2, opt, hyper, step)
         dev.finish()
         return 0.0, step
 
@@ -1893,12 +1906,39 @@ def minibatch_epoch(params, grads, state1, state2, x, labels, targets, sample_we
             blk = rows
         grads_kernel(grads, params, xm, outs if use_fused else ins, deltas, *grads_layout,
                      two_l2, m, blk)
+        if reduce is not None:  # a data-parallel fit: the global batch's gradient
+            reduce(grads, m)
         step += 1
         _optimizer_step(params, grads, state1, state2, opt, hyper, step)
+    step = _reduced_steps(idle, reduce, params, grads, state1, state2, opt, hyper, step)
     _kernel(per, "epoch_loss")[1, REDUCE](total, per, batch_size)
     value = float(total.copy_to_host()[0]) / n_total
     dev.finish()
     return value, step
+
+
+# ---- data-parallel epochs through the host (issue 13): minibatch_epoch's reduce hook
+
+def _steps_without_rows(n_rows, batch_size, reduce, n_steps):
+    """How many of minibatch_epoch's n_steps come after this call's rows ran out (0 without
+    n_steps); checks that n_steps comes with reduce and covers the rows."""
+    if n_steps is None:
+        return 0
+    own = -(-n_rows // batch_size)
+    if reduce is None or int(n_steps) < own:
+        raise ValueError(f"n_steps={n_steps} needs reduce and at least the {own} steps of "
+                         f"{n_rows} rows in batches of {batch_size}")
+    return int(n_steps) - own
+
+
+def _reduced_steps(count, reduce, params, grads, state1, state2, opt, hyper, step):
+    """`count` optimizer steps on the other ranks' gradient alone (this rank has no rows
+    left: reduce(grads, 0) does not read grads); returns the step count after them."""
+    for _ in range(count):
+        reduce(grads, 0)
+        step += 1
+        _optimizer_step(params, grads, state1, state2, opt, hyper, step)
+    return step
 
 
 # --------------------------------------------------------------------------- per-sample SGD:
