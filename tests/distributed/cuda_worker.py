@@ -1,6 +1,6 @@
 """Run by tests/distributed/test_cuda_mpi.py as
-`mpiexec -n 2 python -m mpi4py cuda_worker.py OUT.json cuda` (the second argument because
-sequential_worker, whose data helpers this reuses, reads OUT and MODE at import):
+`mpiexec -n 2 python -m mpi4py cuda_worker.py OUT.json` (it reuses sequential_worker's data
+helpers):
 data-parallel Sequential.fit with device="cuda" (one GPU per rank, the reduction through the
 host) in Numba's CUDA simulator, against fits on the CPU backend that every rank runs itself:
 single-process ones (distributed=False) where the steps are those of one process with batch

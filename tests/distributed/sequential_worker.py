@@ -19,7 +19,7 @@ import fastnn as fn
 from fastnn import distributed
 
 RANK, RANKS = distributed.rank(), distributed.world_size()
-OUT, MODE = sys.argv[1], sys.argv[2]
+OUT, MODE = (sys.argv[1], sys.argv[2]) if __name__ == "__main__" else (None, None)
 
 
 def model(hidden=6, dtype="float64", optimizer=None, seed=3, l2=0.0):

@@ -17,7 +17,7 @@ LAUNCH_TIMEOUT = 600  # seconds; a cold Numba cache compiles the CPU kernels in 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    return run_checks(2, "cuda_worker.py", tmp_path_factory.mktemp("cuda2"), "cuda",
+    return run_checks(2, "cuda_worker.py", tmp_path_factory.mktemp("cuda2"),
                       timeout=LAUNCH_TIMEOUT)
 
 
