@@ -82,9 +82,9 @@ def rank0s(value):
 
 def reduced(objective):
     """`objective` (an _Objective of fastnn.linear_model) with its data term summed across
-    the ranks: its data_value_grad, data_hessp and data_hessian are replaced, on this
-    instance, by their sums over every rank's rows (one message each; value and gradient
-    travel together). Its own value_grad, hessp and hessian then add the L2 penalty once,
+    the ranks: its data_value_grad, data_hessp, data_hessian and data_diag are replaced, on
+    this instance, by their sums over every rank's rows (one message each; value and gradient
+    travel together). Its own value_grad, hessp, hessian and diag then add the L2 penalty once,
     after the reduction, exactly as on one process. Returns the same object."""
     value_grad, hessp, hessian = (objective.data_value_grad, objective.data_hessp,
                                   objective.data_hessian)
@@ -97,6 +97,8 @@ def reduced(objective):
     objective.data_value_grad = data_value_grad
     objective.data_hessp = lambda v: sum_across(hessp(v))
     objective.data_hessian = lambda: sum_across(hessian())
+    diag = objective.data_diag  # TRON's preconditioner (precondition=True), one message
+    objective.data_diag = lambda: sum_across(diag())
     return objective
 
 

@@ -2187,6 +2187,42 @@ def weighted_gram(out, x, hw, bias):
             out[a, c] = out[c, a]
 
 
+@njit(cache=True, fastmath=FASTMATH)
+def weighted_diag(out, x, hw, bias):
+    """out = diag(Xbᵀ diag(hw) Xb), Xb = [X, bias 1], (D + 1,): one pass over the rows of
+    dense x, for TRON's diagonal preconditioner (once per outer iteration, not per CG step,
+    so one thread)."""
+    d = x.shape[1]
+    zero = _typed(out, 0.0)
+    b = _typed(out, bias)
+    for j in range(d + 1):
+        out[j] = zero
+    for i in range(x.shape[0]):
+        xi = x[i]
+        h = hw[i]
+        for j in range(d):
+            out[j] += h * xi[j] * xi[j]
+        out[d] += h
+    out[d] *= b * b
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def weighted_diag_csr(out, data, indices, indptr, hw, bias):
+    """weighted_diag over CSR rows: a pass costs the non-zeros."""
+    d = out.shape[0] - 1
+    zero = _typed(out, 0.0)
+    b = _typed(out, bias)
+    for j in range(d + 1):
+        out[j] = zero
+    for i in range(indptr.shape[0] - 1):
+        h = hw[i]
+        for k in range(indptr[i], indptr[i + 1]):
+            v = data[k]
+            out[indices[k]] += h * v * v
+        out[d] += h
+    out[d] *= b * b
+
+
 @njit(cache=True)
 def cholesky_solve(out, a, b):
     """out = A⁻¹ b for symmetric positive definite A (P, P), b (P,), by a Cholesky

@@ -970,6 +970,18 @@ def weighted_gram(out, x, hw, bias):
     out[...] = xb.T @ (hw[:, None] * xb)
 
 
+def weighted_diag(out, x, hw, bias):
+    """out = diag(Xbᵀ diag(hw) Xb), Xb = [X, bias 1]: out_j = Σ_i hw_i x_ij², out_D =
+    bias² Σ_i hw_i, the diagonal of weighted_gram (TRON's preconditioner); out (D + 1,)."""
+    xb = _with_bias(x, bias)
+    out[...] = (xb.multiply(xb) if hasattr(xb, "multiply") else xb * xb).T @ hw
+
+
+def weighted_diag_csr(out, data, indices, indptr, hw, bias):
+    """weighted_diag with X in CSR."""
+    weighted_diag(out, _csr(data, indices, indptr, out.shape[0] - 1), hw, bias)
+
+
 def cholesky_solve(out, a, b):
     """out = A⁻¹ b for symmetric positive definite A (P, P); returns False (out untouched)
     when A is not positive definite."""

@@ -14,6 +14,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from fastnn import linear_model
+from fastnn.estimator_utils import Design
 from fastnn.linear_model import (LinearRegression, LinearSVM, LogisticRegression, Perceptron,
                                  SoftmaxRegression)
 from fastnn.multiclass import OneVsOneClassifier, OneVsRestClassifier
@@ -333,3 +334,59 @@ def test_sparse_ridge_conjugate_gradients_equal_the_direct_solve(monkeypatch):
     # CG stops at a residual 1e-13 of the start's; κ(XᵀWX + αI) ~ 10 here
     assert _rel(cg.coef_, direct.coef_) < 1e-10
     np.testing.assert_allclose(cg.intercept_, direct.intercept_, rtol=1e-10)
+
+
+# --------------------------------------------------------------------------- preconditioned TRON
+
+def _objectives(X, y):
+    """Each convex objective TRON runs on, dense and CSR, with weights and an intercept."""
+    s = np.random.default_rng(7).random(len(y)) * 2
+    y_pm = np.where(y == 1, 1.0, -1.0)
+    dense, csr = Design(X), Design(scipy.sparse.csr_matrix(X))
+    return {"logistic": linear_model._LogisticLoss(dense, y_pm, s, True, 1.0),
+            "logistic_csr": linear_model._LogisticLoss(csr, y_pm, s, True, 1.0),
+            "softmax": linear_model._SoftmaxLoss(dense, y, 3, s, True, 1.0),
+            "softmax_csr": linear_model._SoftmaxLoss(csr, y, 3, s, True, 1.0),
+            "squared_hinge": linear_model._SquaredHingeLoss(csr, y_pm, s, True, 1.0)}
+
+
+@pytest.mark.parametrize("name", ["logistic", "logistic_csr", "softmax", "softmax_csr",
+                                  "squared_hinge"])
+def test_tron_preconditioner_is_the_hessians_diagonal(iris, name):
+    X, y = iris
+    obj = _objectives(X, y)[name]
+    obj.value_grad(np.random.default_rng(3).standard_normal(obj.p * obj.K) * 0.3)
+    # the same sums in another order: float64 rounding on O(100) values
+    np.testing.assert_allclose(obj.diag(), np.diag(obj.data_hessian()) + obj.pen, rtol=1e-12)
+
+
+def test_preconditioned_tron_reaches_newtons_optimum_in_fewer_products(monkeypatch):
+    # raw breast cancer: feature scales from 1e-3 to 1e3, where a diagonal preconditioner pays
+    # (measured 316 Hessian-vector products unpreconditioned, 118 preconditioned, dense; CSR
+    # 305 and 121); tol 1e-10, as its conditioning leaves 1.4e-6 of the optimum at 1e-8
+    X, y = load_breast_cancer(return_X_y=True)
+    products = []
+    hessp = linear_model._Objective.hessp
+    monkeypatch.setattr(linear_model._Objective, "hessp",
+                        lambda self, v: products.append(1) or hessp(self, v))
+    for form in (X, scipy.sparse.csr_matrix(X)):
+        obj = _objectives(form, y)["logistic"]
+        want, _, ok = linear_model._newton(obj, np.zeros(obj.p), 1e-12, 100)
+        assert ok
+        counts = []
+        for precondition in (False, True):
+            products.clear()
+            got, _, ok = linear_model._tron(obj, np.zeros(obj.p), 1e-10, 1000, precondition)
+            assert ok and _rel(got, want) < REL
+            counts.append(len(products))
+        assert counts[1] < 0.7 * counts[0], counts
+    obj = _objectives(*load_iris(return_X_y=True))["softmax_csr"]
+    got, _, ok = linear_model._tron(obj, np.zeros(obj.p * obj.K), 1e-10, 1000, True)
+    want, _, _ = linear_model._newton(obj, np.zeros(obj.p * obj.K), 1e-12, 100)
+    assert ok
+    # the intercepts are fixed up to a common shift (softmax ignores it), which M's unequal
+    # diagonal moves off 0: compare centred
+    got, want = got.reshape(obj.p, obj.K), want.reshape(obj.p, obj.K)
+    got[-1] -= got[-1].mean()
+    want[-1] -= want[-1].mean()
+    assert _rel(got, want) < REL

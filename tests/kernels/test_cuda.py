@@ -260,6 +260,8 @@ CPU_ONLY = {
     "weighted_hessp_csr": "the convex solvers' fused Hessian-vector pass (CPU, TRON, ridge CG)",
     "weighted_gram": "the small Newton Hessians (CPU)",
     "cholesky_solve": "the small Newton systems, one factorisation per step (CPU)",
+    "weighted_diag": "TRON's diagonal preconditioner, once per outer step (CPU)",
+    "weighted_diag_csr": "TRON's diagonal preconditioner, once per outer step (CPU)",
 }
 
 

@@ -257,6 +257,13 @@ def test_fused_passes_match_twins_dense_and_csr(dtype, bias, n, d, density):
                          backends=CPU)
     gram = res["cpu"][1][0]
     np.testing.assert_array_equal(gram, gram.T)  # one triangle, mirrored
+    res = check_backends("weighted_diag", [np.empty(d + 1, dtype), x, hw, bias], tol,
+                         backends=CPU)
+    # the preconditioner is weighted_gram's diagonal (same sums, same order of rows)
+    np.testing.assert_allclose(res["cpu"][1][0], np.diag(gram), rtol=tol[0], atol=tol[1])
+    check_backends("weighted_diag_csr", [np.empty(d + 1, dtype), xs.data.astype(dtype),
+                                         xs.indices.astype(index), xs.indptr.astype(index), hw,
+                                         bias], tol, backends=CPU)
 
 
 def test_fused_logistic_gradient_and_hessp_are_derivatives():
