@@ -1,11 +1,15 @@
 """What fastnn's scikit-learn estimators share: input checks, the seed, the fit guard, the
 one-Dense-layer trainer, the NumPy forward pass of fitted weights, and sigmoid / softmax for
-predict_proba.
+predict_proba, and the thread count a solver's parallel regions run on.
 
 fastnn.linear_model, fastnn.multiclass and fastnn.neural_network build on these; the report
 that compares them with scikit-learn is fastnn.estimators. This module imports scikit-learn;
 fastnn's core does not, so `import fastnn` works without it.
 """
+import contextlib
+import os
+
+import numba
 import numpy as np
 import scipy.sparse
 from sklearn.utils import check_random_state
@@ -95,6 +99,35 @@ def check_predict_data(estimator, X, accept_sparse=False):
     check_is_fitted(estimator)
     return check_sparse(validate_data(estimator, X, reset=False, dtype=np.float64,
                                       accept_sparse=_SPARSE_FORMATS if accept_sparse else False))
+
+
+# --------------------------------------------------------------------------- threads
+
+def solver_threads():
+    """Numba threads for a solver's parallel regions, decided once per fit: numba's thread
+    count, or 1 when the 1-minute load average exceeds the number of cores. A parallel region
+    (OpenMP underneath) ends at a barrier that waits for its slowest thread, and with more
+    runnable threads than cores that thread waits out scheduler slices: on the shared 2-core
+    machine at load ~4 a 20,000 x 100 logistic fit took 1.28 s on 2 threads against 25-45 ms
+    on 1 (idle: 25-30 ms on 2). This process's own threads count towards the load, so a fit
+    alone on the machine keeps every thread. The solvers' results do not depend on the count
+    (their row chunks are fixed by the shapes), only their speed does."""
+    threads = numba.get_num_threads()
+    if threads > 1 and hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1):
+        return 1
+    return threads
+
+
+@contextlib.contextmanager
+def solver_thread_limit():
+    """Run the block with numba's threads set to solver_threads() (this thread's setting,
+    restored after)."""
+    before = numba.get_num_threads()
+    numba.set_num_threads(solver_threads())
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------- sparse input

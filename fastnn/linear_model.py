@@ -61,7 +61,8 @@ from threadpoolctl import ThreadpoolController
 from . import distributed_linear, optim
 from .estimator_utils import (Design, check_classifier_data, check_predict_data,
                               check_sample_weight, check_sparse, fit_guard, seed_from, sigmoid,
-                              softmax, train_linear, validate_data)
+                              softmax, solver_thread_limit, solver_threads, train_linear,
+                              validate_data)
 from .kernels import cpu
 
 __all__ = ["LinearRegression", "LogisticRegression", "SoftmaxRegression", "Perceptron",
@@ -710,10 +711,10 @@ class LinearRegression(RegressorMixin, BaseEstimator):
         elif solver == "sgd":
             _dense_only(X, solver)
             coef, intercept = self._fit_gradient(X, Y, sw)
-        elif scipy.sparse.issparse(X):
-            coef, intercept = self._fit_sparse(X, Y, sw)
         else:
-            coef, intercept = self._fit_closed_form(X, Y, sw, solver)
+            with solver_thread_limit():
+                coef, intercept = (self._fit_sparse(X, Y, sw) if scipy.sparse.issparse(X)
+                                   else self._fit_closed_form(X, Y, sw, solver))
         self.coef_ = coef[0] if y.ndim == 1 else coef
         self.intercept_ = float(intercept[0]) if y.ndim == 1 else intercept
         return self
@@ -759,7 +760,9 @@ class LinearRegression(RegressorMixin, BaseEstimator):
 
         # both cores as two threads over halves of the rows, each with a one-thread BLAS
         # (NumPy releases the GIL): OpenBLAS's own threads on a 100-wide ?syrk wait for each
-        # other, and on a busy machine for a descheduled peer (_small_blas)
+        # other, and on a busy machine for a descheduled peer (_small_blas). The parts are
+        # fixed by the cores, the threads that run them by the load (solver_threads), so the
+        # sum and its rounding do not depend on the load
         n = X.shape[0]
         parts = min(_N_CORES, max(1, n // self._BLOCK_ROWS))
         bounds = [(k * n // parts, (k + 1) * n // parts) for k in range(parts)]
@@ -767,7 +770,7 @@ class LinearRegression(RegressorMixin, BaseEstimator):
             if parts == 1:
                 A, B = normal_equations(0, n)
             else:
-                with ThreadPoolExecutor(parts) as pool:
+                with ThreadPoolExecutor(min(parts, solver_threads())) as pool:
                     sums = list(pool.map(lambda b: normal_equations(*b), bounds))
                 A, B = sum(a for a, _ in sums), sum(b for _, b in sums)
             A[np.diag_indices(p)] += self.alpha
@@ -955,7 +958,8 @@ class LogisticRegression(_LinearClassifier):
             _dense_only(X, "sgd")
             coef, intercept = self._fit_sgd(X, y_idx, classes.size, sw)
         else:
-            coef, intercept = self._fit_convex(Design(X), y_idx, classes.size, sw, wrap)
+            with solver_thread_limit():
+                coef, intercept = self._fit_convex(Design(X), y_idx, classes.size, sw, wrap)
         if self._multinomial and classes.size == 2:
             # two softmax logits carry one decision: their difference is the log-odds
             coef, intercept = coef[1:] - coef[:1], intercept[1:] - intercept[:1]
@@ -1211,7 +1215,8 @@ class LinearSVM(_LinearClassifier):
             _dense_only(X, "sgd")
             coef, intercept = self._fit_sgd(X, y_idx, classes.size, sw)
         else:
-            coef, intercept = self._fit_ovr(X, y_idx, classes.size, sw, solver, wrap)
+            with solver_thread_limit():
+                coef, intercept = self._fit_ovr(X, y_idx, classes.size, sw, solver, wrap)
         self.classes_, self.coef_, self.intercept_ = classes, coef, intercept
         self.margin_ = 1.0 / np.maximum(np.linalg.norm(coef, axis=1), np.finfo(float).tiny)
         return self

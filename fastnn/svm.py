@@ -27,7 +27,6 @@ fit would be biased.
 
 scikit-learn is imported here, not by `import fastnn`.
 """
-import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral, Real
@@ -40,7 +39,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 
 from .estimator_utils import (check_classifier_data, check_predict_data, check_sample_weight,
-                              fit_guard)
+                              fit_guard, solver_threads)
 from .kernels import codes, cpu
 
 __all__ = ["SVC"]
@@ -74,11 +73,9 @@ def _solver_threads(n_pairs):
     cores (more runnable threads than cores; this process's own threads count up to it), a
     region waits a scheduler time slice for its second thread (measured on the shared 2-core
     machine at load 9: 74 s on 2 threads against 13 s for libsvm at 20,000 samples), so the
-    binary solve then runs on one thread, as OpenMP's dynamic adjustment would."""
-    threads = numba.get_num_threads()
-    if n_pairs == 1 and threads > 1 and os.getloadavg()[0] > (os.cpu_count() or 1):
-        return 1
-    return threads
+    binary solve then runs on one thread (estimator_utils.solver_threads), as OpenMP's
+    dynamic adjustment would."""
+    return solver_threads() if n_pairs == 1 else numba.get_num_threads()
 
 
 def _cache_rows(n, cache_size):

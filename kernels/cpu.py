@@ -1269,7 +1269,7 @@ def _csr_row_product(out, data, indices, indptr, w, i, zero):
         row[k] = zero
     for p in range(indptr[i], indptr[i + 1]):
         v = data[p]
-        wj = w[indices[p]]
+        wj = w[np.uint64(indices[p])]  # unsigned: no negative-index wraparound test
         for k in range(w.shape[1]):
             row[k] += v * wj[k]
 
@@ -1307,9 +1307,9 @@ def csr_weighted_gram(out, data, indices, indptr, d):
         di = d[i]
         for p in range(indptr[i], indptr[i + 1]):
             vp = di * data[p]
-            r = out[indices[p]]
+            r = out[np.uint64(indices[p])]
             for q in range(p, indptr[i + 1]):
-                r[indices[q]] += vp * data[q]
+                r[np.uint64(indices[q])] += vp * data[q]
     for a in range(out.shape[0]):
         for c in range(a):
             out[a, c] = out[c, a]
@@ -1401,7 +1401,8 @@ def _row_dot(w, x, data, indices, indptr, i, dense):
             acc += float(w[j]) * float(xi[j])
     else:
         for p in range(indptr[i], indptr[i + 1]):
-            acc += float(w[indices[p]]) * float(data[p])
+            # an unsigned index: no wraparound test for negative indices per non-zero
+            acc += float(w[np.uint64(indices[p])]) * float(data[p])
     return acc
 
 
@@ -1414,7 +1415,7 @@ def _row_axpy(w, step, x, data, indices, indptr, i, dense):
             w[j] += step * xi[j]
     else:
         for p in range(indptr[i], indptr[i + 1]):
-            w[indices[p]] += step * data[p]
+            w[np.uint64(indices[p])] += step * data[p]
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -2218,7 +2219,7 @@ def weighted_diag_csr(out, data, indices, indptr, hw, bias):
         h = hw[i]
         for k in range(indptr[i], indptr[i + 1]):
             v = data[k]
-            out[indices[k]] += h * v * v
+            out[np.uint64(indices[k])] += h * v * v
         out[d] += h
     out[d] *= b * b
 

@@ -61,9 +61,9 @@ def _torch_at(impls, name, threads):
     impls[name] = (setup, run_at)
 
 
-def run_group(key, impls, info, rounds, rep, min_seconds=0.0):
+def run_group(key, impls, info, rounds, rep, min_seconds=0.0, settle=0.0):
     rep.progress(f"{key}: timing {', '.join(impls)} ({rounds} interleaved rounds)")
-    times = interleaved(impls, rounds, min_seconds=min_seconds)
+    times = interleaved(impls, rounds, min_seconds=min_seconds, settle=settle)
     rows = {}
     base = float(np.median(times["fastnn"]))
     for name, t in times.items():
@@ -338,24 +338,28 @@ def _write(results, out_dir, rep):
 
 # ---- W6: convex models to the optimum
 
+W6_SETTLE = 0.3  # s of idle before each timed fit: OpenBLAS's workers spin ~0.1 s after a call
+
 def run_w6(cfg, results, rep):
     """W6: fastnn's convex models beside every applicable scikit-learn solver, each timed to
     coefficients within 1e-6 (relative) of the optimum: scikit-learn's at the loosest tol
     that gets there (W.w6_row), fastnn at its defaults. BLAS and numba at their default
-    threads (both cores) for everyone. Rows go to results["w6"]; the targets (>= 1x the
-    fastest on every row, >= 3x on the large dense and CSR logistic rows) to
-    results["targets"]."""
+    threads (both cores) for everyone, each timed fit after W6_SETTLE seconds of idle
+    (timing.interleaved: no fit starts among another library's spinning threads). Rows go
+    to results["w6"]; the targets (>= 1x the fastest on every row, >= 3x on the large dense
+    and CSR logistic rows) to results["targets"]."""
     if not W.have_sklearn():
         rep.line("W6 skipped: scikit-learn is not installed")
         return
     rep.line()
     rep.line(f"== W6  convex models to 1e-6 (relative) of the optimum, fastnn vs scikit-learn "
-             f"({cfg.name} sizes; all threads)")
+             f"({cfg.name} sizes; all threads; each fit after {W6_SETTLE} s idle)")
     rows = results.setdefault("w6", [])
     for problem in W.w6_problems(cfg.name):
         rep.progress(f"W6: {problem[0]}: reference optimum and scikit-learn's tol ladder")
         impls, info = W.w6_row(problem)
-        g = run_group(f"W6 {problem[0]}", impls, info, cfg.rounds, rep)
+        g = run_group(f"W6 {problem[0]}", impls, info, cfg.rounds, rep,
+                      settle=W6_SETTLE if cfg.name != "smoke" else 0.0)
         med = {name: r["median_s"] for name, r in g["rows"].items()}
         peers = {k: v for k, v in med.items() if k != "fastnn"}
         fastest = min(peers, key=peers.get) if peers else None

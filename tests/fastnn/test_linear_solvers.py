@@ -1,9 +1,11 @@
 """The convex models reach the optimum (fastnn.linear_model's solvers): every solver against a
 tight scikit-learn fit of the same objective, dense against sparse, determinism, the
 ConvergenceWarning, LinearSVM's dual quantities, and bad sparse input."""
+import os
 import pickle
 import warnings
 
+import numba
 import numpy as np
 import pytest
 import scipy.sparse
@@ -390,3 +392,31 @@ def test_preconditioned_tron_reaches_newtons_optimum_in_fewer_products(monkeypat
     got[-1] -= got[-1].mean()
     want[-1] -= want[-1].mean()
     assert _rel(got, want) < REL
+
+
+# --------------------------------------------------------------------------- threads
+
+@pytest.mark.parametrize("make", [
+    # n · d >= 1e6 multiply-adds: the fused passes split their rows into chunks (prange)
+    lambda X, y: (LogisticRegression(), X, y),
+    lambda X, y: (LogisticRegression(), scipy.sparse.csr_matrix(X), y),
+    lambda X, y: (LinearSVM(loss="squared_hinge"), X, y),
+    # more than 2 x 16,384 rows: the normal equations are summed in two parts
+    lambda X, y: (LinearRegression(alpha=1.0), np.tile(X[:, :8], (7, 1)), np.tile(y, 7)),
+], ids=["logistic dense", "logistic CSR", "squared hinge", "ridge"])
+def test_fit_same_on_a_loaded_machine(make, monkeypatch):
+    """On a loaded machine a fit's parallel regions run on one numba thread
+    (estimator_utils.solver_threads): the coefficients are the same bit for bit (the work is
+    split by the shapes, not the threads) and the caller's thread count is restored."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((5000, 211))
+    y = (X[:, 0] + 0.5 * rng.standard_normal(5000) > 0).astype(int)
+    before = numba.get_num_threads()
+    fits = []
+    for load in (0.0, 1e6):  # an idle machine, then one that is full
+        monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+        est, Xf, yf = make(X, y)
+        fits.append(est.fit(Xf, yf))
+        assert numba.get_num_threads() == before
+    np.testing.assert_array_equal(fits[0].coef_, fits[1].coef_)
+    np.testing.assert_array_equal(fits[0].intercept_, fits[1].intercept_)

@@ -3,6 +3,7 @@ coefficients, intercepts and predictions on binary and multiclass data, separabl
 every kernel; scikit-learn's conformance checks; validation; seed 002's effect of C and the
 hard margin; the example that draws it."""
 import importlib.util
+import os
 import pathlib
 import warnings
 
@@ -14,7 +15,6 @@ from sklearn.datasets import load_digits, load_iris, make_blobs, make_classifica
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from fastnn import svm as fsvm
 from fastnn.svm import SVC
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
@@ -153,15 +153,15 @@ def test_smaller_c_more_support_vectors_and_the_hard_margin():
 
 @pytest.mark.parametrize("data", ["binary overlapping", "iris (3 classes)"])
 def test_fit_leaves_numba_thread_count_and_solution_as_one_thread(data, monkeypatch):
-    """The binary solve may drop to one numba thread on a loaded machine (fastnn.svm.
-    _solver_threads) and the one-vs-one workers set their own: either way the caller's thread
+    """The binary solve may drop to one numba thread on a loaded machine (fastnn.
+    estimator_utils.solver_threads) and the one-vs-one workers set their own: either way the caller's thread
     count is restored, and the solution is the one-thread solution (the threads only split
     kernel rows or whole pairs, never an SMO step)."""
     X, y = DATA[data]
     before = numba.get_num_threads()
     one = SVC().fit(X, y)
     for load in (0.0, 1e6):  # an idle machine, then one that is full
-        monkeypatch.setattr(fsvm.os, "getloadavg", lambda: (load, load, load))
+        monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
         clf = SVC().fit(X, y)
         assert numba.get_num_threads() == before
         np.testing.assert_array_equal(clf.dual_coef_, one.dual_coef_)
