@@ -420,3 +420,18 @@ def test_fit_same_on_a_loaded_machine(make, monkeypatch):
         assert numba.get_num_threads() == before
     np.testing.assert_array_equal(fits[0].coef_, fits[1].coef_)
     np.testing.assert_array_equal(fits[0].intercept_, fits[1].intercept_)
+
+
+def test_tron_float32_hessian_products_same_optimum(monkeypatch):
+    """Dense X of >= hessp_float32_min entries: TRON's Hessian-vector products read a float32
+    copy of X; the value and gradient read X, so the fit stops at the same optimum."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((5000, 211))
+    y = (X @ rng.standard_normal(211) / 8 + rng.standard_normal(5000) > 0).astype(int)
+    assert X.size >= linear_model._LogisticLoss.hessp_float32_min
+    mixed = LogisticRegression(solver="tron", tol=1e-10).fit(X, y)
+    monkeypatch.setattr(linear_model._LogisticLoss, "hessp_float32_min", np.inf)
+    exact = LogisticRegression(solver="tron", tol=1e-10).fit(X, y)
+    # both stop at ||g|| <= 1e-10 ||g0|| on a problem with κ ~ 10: coefficients within ~1e-10
+    assert _rel(mixed.coef_, exact.coef_) < 1e-8
+    assert abs(mixed.intercept_[0] - exact.intercept_[0]) < 1e-8

@@ -266,6 +266,21 @@ def test_fused_passes_match_twins_dense_and_csr(dtype, bias, n, d, density):
                                          bias], tol, backends=CPU)
 
 
+def test_weighted_hessp_float32_x_sums_in_float64():
+    """fastnn.linear_model's TRON reads a float32 copy of dense X in its Hessian-vector
+    products, with float64 curvature, direction and output: the product of the rounded X,
+    summed in float64 (not float32)."""
+    rng = np.random.default_rng(3)
+    x, _, _, _, _ = _fused_args(rng, 2003, 211, np.float64, 0.5)  # chunked over threads
+    x32 = x.astype(np.float32)
+    hw, v = rng.random(2003), rng.standard_normal(212)
+    out, want = np.empty(212), np.empty(212)
+    cpu.weighted_hessp(out, x32, hw, v, 1.0)
+    reference.weighted_hessp(want, x32.astype(np.float64), hw, v, 1.0)
+    # float64 sums in another order: ~1e-15 relative; float32 sums would be ~1e-5 off
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+
+
 def test_fused_logistic_gradient_and_hessp_are_derivatives():
     rng = np.random.default_rng(5)
     x, xs, w, y, sw = _fused_args(rng, 29, 6, np.float64, 0.7)
