@@ -2125,7 +2125,10 @@ def _fused_rows(grad, hw, x, data, indices, indptr, dense, w, bias, y, sample_we
     """mode 0: the logistic loss's value, gradient (into grad) and curvature (into hw);
     mode 1: the data term of a Hessian-vector product Xᵀ diag(hw) X w (into grad)."""
     n = hw.shape[0]
-    chunks = _n_chunks(n, n * (grad.shape[0] - 1) if dense else data.shape[0], grad.shape[0])
+    # a CSR non-zero costs ~4x a dense entry (an index load, a gather and a scatter that
+    # do not vectorise: ~3 ns against ~0.7 ns), so it counts 4 multiply-adds of work
+    chunks = _n_chunks(n, n * (grad.shape[0] - 1) if dense else 4 * data.shape[0],
+                       grad.shape[0])
     if chunks == 1:
         return _fused_serial(grad, hw, x, data, indices, indptr, dense, w, bias, y,
                              sample_weight, mode)

@@ -397,7 +397,7 @@ def test_preconditioned_tron_reaches_newtons_optimum_in_fewer_products(monkeypat
 # --------------------------------------------------------------------------- threads
 
 @pytest.mark.parametrize("make", [
-    # n · d >= 1e6 multiply-adds: the fused passes split their rows into chunks (prange)
+    # n · d >= 2e6 multiply-adds: the fused passes split their rows into chunks (prange)
     lambda X, y: (LogisticRegression(), X, y),
     lambda X, y: (LogisticRegression(), scipy.sparse.csr_matrix(X), y),
     lambda X, y: (LinearSVM(loss="squared_hinge"), X, y),
@@ -409,7 +409,7 @@ def test_fit_same_on_a_loaded_machine(make, monkeypatch):
     (estimator_utils.solver_threads): the coefficients are the same bit for bit (the work is
     split by the shapes, not the threads) and the caller's thread count is restored."""
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((5000, 211))
+    X = rng.standard_normal((5000, 421))
     y = (X[:, 0] + 0.5 * rng.standard_normal(5000) > 0).astype(int)
     before = numba.get_num_threads()
     fits = []

@@ -271,10 +271,10 @@ def test_weighted_hessp_float32_x_sums_in_float64():
     products, with float64 curvature, direction and output: the product of the rounded X,
     summed in float64 (not float32)."""
     rng = np.random.default_rng(3)
-    x, _, _, _, _ = _fused_args(rng, 2003, 211, np.float64, 0.5)  # chunked over threads
+    x = rng.standard_normal((4001, 503))  # >= 2e6 multiply-adds: two chunks of rows
     x32 = x.astype(np.float32)
-    hw, v = rng.random(2003), rng.standard_normal(212)
-    out, want = np.empty(212), np.empty(212)
+    hw, v = rng.random(4001), rng.standard_normal(504)
+    out, want = np.empty(504), np.empty(504)
     cpu.weighted_hessp(out, x32, hw, v, 1.0)
     reference.weighted_hessp(want, x32.astype(np.float64), hw, v, 1.0)
     # float64 sums in another order: ~1e-15 relative; float32 sums would be ~1e-5 off
