@@ -29,7 +29,7 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from . import cpu
-from .codes import HYPER_LR, HYPER_WEIGHT_DECAY
+from .codes import HYPER_LR, HYPER_MOMENTUM, HYPER_WEIGHT_DECAY, OPT_SGD
 
 try:
     from mpi4py import MPI
@@ -120,6 +120,16 @@ def reduce_weighted(buf, src, count):
     """buf[:P] <- Σ_r count_r src_r / Σ_r count_r over the ranks, with this rank's src (P,)
     weighted by its `count` (rows; 0: src is not read) and buf (P + 1,) the message (src may be
     buf[:P] itself). One in-place Allreduce of P + 1 values: the counts travel with the sums."""
+    scale = _weighted_sum(buf, src, count)
+    for i in range(buf.shape[0] - 1):
+        buf[i] *= scale
+
+
+@njit(cache=True)
+def _weighted_sum(buf, src, count):
+    """reduce_weighted without its last pass: buf[:P] <- Σ_r count_r src_r; returns
+    1 / Σ_r count_r in buf's dtype (no float64 promotion of the caller's loop), for the
+    caller to fold into its own pass over buf."""
     p = buf.shape[0] - 1
     if count > 0:
         weight = cpu._typed(buf, count)
@@ -127,12 +137,16 @@ def reduce_weighted(buf, src, count):
             buf[i] = src[i] * weight
     else:
         buf[:p] = 0.0
-    buf[p] = count
-    if allreduce_inplace(buf, OP_SUM) != 0:
-        raise RuntimeError("MPI_Allreduce failed")
-    scale = cpu._typed(buf, 1.0 / buf[p])  # in buf's dtype: no float64 promotion of the loop
-    for i in range(p):
-        buf[i] *= scale
+    return _sum_with_count(buf, count)
+
+
+@njit(cache=True)
+def _sum_with_count(buf, count):
+    """buf (P + 1,) <- its sum over the ranks, this rank's `count` travelling in buf[P];
+    returns 1 / Σ_r count_r in buf's dtype."""
+    buf[buf.shape[0] - 1] = count
+    _check(allreduce_inplace(buf, OP_SUM))
+    return cpu._typed(buf, 1.0 / buf[buf.shape[0] - 1])
 
 
 @njit(cache=True)
@@ -147,40 +161,87 @@ def _rows_of_step(t, unit, n_local):
 def minibatch_epoch(params, comm, state1, state2, x, labels, targets, sample_weight, order,
                     batch_size, n_steps, sizes, w_off, b_off, acts, alpha, l2, drop, seed, loss,
                     label_smoothing, opt, hyper, step):
-    """kernels.cpu.minibatch_epoch with one MPI_Allreduce of the gradient per step: every rank
-    calls it with its own rows and the same batch_size and n_steps (the most steps any rank
-    has: a rank whose rows ran out contributes zero rows to the later steps, and a rank
-    with none takes part in every step), and all ranks take the same steps.
+    """kernels.cpu.minibatch_epoch with one MPI_Allreduce per step: every rank calls it with
+    its own rows and the same batch_size and n_steps (the most steps any rank has: a rank
+    whose rows ran out contributes zero rows to the later steps, and a rank with none takes
+    part in every step), and all ranks take the same steps, ending each with the same
+    parameters and optimizer state. Each rank's gradient is that of its loss summed over its
+    m batch rows (the loss's delta is not divided by m), so the ranks' contributions add up
+    with no weighting pass; divided by Σm (the global batch's rows) they are the gradient of
+    the mean loss over the global batch, what one process computes for those rows (to the
+    rounding of the sum's order). Returns (this rank's loss summed over its rows, step).
 
-    comm (P + 1,): the gradient buffer with one more slot. Per step: grads = comm[:P], the
-    gradient of this rank's mean loss over its m batch rows, times m; comm[P] = m; one
-    in-place Allreduce; comm[:P] / Σm is then the gradient of the mean loss over the
-    global batch of Σm rows, exactly what one process computes for those rows (to the
-    rounding of the sum's order). The L2 terms are added after the reduction, once, and the
-    optimizer steps on every rank with the same gradient, so parameters and optimizer state
-    stay identical across ranks. Plain SGD takes the gradient path too (no direct update:
-    the reduction needs the gradient). Returns (this rank's loss summed over its rows, step)."""
+    Plain SGD (no momentum) keeps kernels.cpu's direct update, one gemm per layer straight
+    into the weights, and reduces the parameters instead of the gradient: SGD's step is
+    linear in the gradient, so rank r's W_r = (β / R) W - (lr / Σm) G_r (β the decay of the
+    weight decay and L2) sum over the ranks to β W - lr G / Σm, the step. A step then costs
+    a plain step plus the Allreduce of the P parameters: no gradient buffer, no pass of its
+    own. The Σm of every step and R come from one Allreduce of n_steps + 1 values per epoch.
+
+    Any other optimizer: comm (P + 1,) carries grads = comm[:P] and comm[P] = m; one in-place
+    Allreduce sums both; one pass then applies the 1 / Σm, the L2 terms (added after the
+    reduction, once) and the optimizer's update (kernels.cpu._reduced_step)."""
     p = params.shape[0]
     grads = comm[:p]
-    lr = hyper[HYPER_LR]
+    lr, weight_decay = hyper[HYPER_LR], hyper[HYPER_WEIGHT_DECAY]
+    direct = opt == OPT_SGD and hyper[HYPER_MOMENTUM] == 0.0
     bufs = cpu._minibatch_buffers(params, grads, labels, targets, sample_weight, batch_size,
                                   sizes, w_off, b_off, drop, seed)
-    ws, dws = bufs[12], bufs[14]
+    rows = _global_rows(batch_size, n_steps, order.shape[0])
+    share = 1.0 / rows[n_steps]
     total = 0.0
     for t in range(n_steps):
         start, m = _rows_of_step(t, batch_size, order.shape[0])
         if m > 0:
             total += cpu._minibatch_gradient(grads, bufs, x, labels, targets, sample_weight,
                                              order, start, m, sizes, acts, alpha, l2, drop,
-                                             loss, label_smoothing, False, False, lr,
-                                             hyper[HYPER_WEIGHT_DECAY])
-        reduce_weighted(comm, grads, m)
-        for l in range(sizes.shape[0] - 1):
-            if l2[l] != 0.0:
-                cpu._add_l2_gradient(dws[l], ws[l], l2[l])
+                                             loss, label_smoothing, direct, False, True, lr,
+                                             weight_decay, lr / rows[t], share)
+        elif direct:  # no rows: only this rank's share of the decayed parameters
+            _decay_share(bufs[12], bufs[13], l2, lr, weight_decay, share)
+        else:
+            grads[:] = 0.0
         step += 1
-        cpu._optimizer_step(params, grads, state1, state2, opt, hyper, step)
+        if direct:
+            _check(allreduce_inplace(params, OP_SUM))
+        else:
+            cpu._reduced_step(params, grads, state1, state2, opt, hyper, step,
+                              _sum_with_count(comm, m), l2, sizes, w_off)
     return total, step
+
+
+@njit(cache=True)
+def _global_rows(batch_size, n_steps, n_local):
+    """(n_steps + 1,) float64: the rows of each step's global batch (summed over the ranks),
+    then the number of ranks R. One Allreduce."""
+    rows = np.empty(n_steps + 1)
+    for t in range(n_steps):
+        rows[t] = _rows_of_step(t, batch_size, n_local)[1]
+    rows[n_steps] = 1.0
+    _check(allreduce_inplace(rows, OP_SUM))
+    return rows
+
+
+@njit(cache=True)
+def _decay_share(ws, bs, l2, lr, weight_decay, share):
+    """The direct SGD step of a rank without rows (kernels.cpu._minibatch_gradient's, with no
+    gradient): W <- share (1 - lr (weight_decay + 2 l2)) W, b <- share (1 - lr weight_decay) b."""
+    for l in range(len(ws)):
+        w, b = ws[l], bs[l]
+        keep = cpu._typed(w, share * (1.0 - lr * (weight_decay + 2.0 * l2[l])))
+        for i in range(w.shape[0]):
+            for j in range(w.shape[1]):
+                w[i, j] *= keep
+        keep = cpu._typed(b, share * (1.0 - lr * weight_decay))
+        for j in range(b.shape[0]):
+            b[j] *= keep
+
+
+@njit(cache=True)
+def _check(status):
+    """Raise on a failed MPI call's status (0: success)."""
+    if status != 0:
+        raise RuntimeError("MPI_Allreduce failed")
 
 
 @njit(cache=True)
@@ -206,7 +267,7 @@ def local_sgd_epoch(params, comm, x, labels, targets, order, n_rounds, sync_ever
             total += cpu.sgd_epoch(params, x, labels, targets, order[start:start + c], sizes,
                                    w_off, b_off, acts, alpha, drop, seed, loss, lr,
                                    weight_decay) * c
-        reduce_weighted(comm, params, c)
+        scale = _weighted_sum(comm, params, c)
         for i in range(p):
-            params[i] = comm[i]
+            params[i] = comm[i] * scale
     return total

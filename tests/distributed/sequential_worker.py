@@ -97,28 +97,32 @@ def main():
                                "improves": h.history["loss"][-1] < h.history["loss"][0]}
 
     # uneven shards, the last rank with none: the same steps as one process that runs each
-    # global batch (the ranks' t-th batches together) as one step
+    # global batch (the ranks' t-th batches together) as one step; Adam reduces gradients,
+    # plain SGD (with weight decay and L2) parameters, a rank without rows its decayed share
     n = 37
     xu, yu = data(n, seed=2)
     cuts = [0, 23, n] + [n] * (RANKS - 2)  # rank 0: 23 rows, rank 1: 14, rank 2: none
     mine = slice(cuts[RANK], cuts[RANK + 1])
-    par = model(optimizer=fn.optim.Adam(lr=0.02))
-    hist = par.fit(xu[mine], yu[mine], epochs=2, batch_size=5, shuffle=False, verbose=0,
-                   distributed=True, validation_data=data(11, seed=RANK + 7))
-    one = model(optimizer=fn.optim.Adam(lr=0.02))
-    for _ in range(2):
-        for t in range(-(-23 // 5)):
-            rows = np.concatenate([np.arange(cuts[r], cuts[r + 1])[t * 5:(t + 1) * 5]
-                                   for r in range(RANKS)])
-            one.fit(xu[rows], yu[rows], epochs=1, batch_size=rows.size, shuffle=False,
-                    verbose=0)
-    xv = np.concatenate([data(11, seed=r + 7)[0] for r in range(RANKS)])
-    yv = np.concatenate([data(11, seed=r + 7)[1] for r in range(RANKS)])
-    results["uneven_zero_row"] = {
-        "diff": float(np.max(np.abs(par.params - one.params))),
-        "same_on_ranks": same_on_ranks(par.params),
-        "val_loss_diff": abs(hist.history["val_loss"][-1] - one.evaluate(xv, yv)["loss"]),
-        "steps": hist.params["steps"]}
+    for name, opt, l2 in (("uneven_zero_row", lambda: fn.optim.Adam(lr=0.02), 0.0),
+                          ("uneven_zero_row_sgd",
+                           lambda: fn.optim.SGD(lr=0.2, weight_decay=0.01), 1e-3)):
+        par = model(optimizer=opt(), l2=l2)
+        hist = par.fit(xu[mine], yu[mine], epochs=2, batch_size=5, shuffle=False, verbose=0,
+                       distributed=True, validation_data=data(11, seed=RANK + 7))
+        one = model(optimizer=opt(), l2=l2)
+        for _ in range(2):
+            for t in range(-(-23 // 5)):
+                rows = np.concatenate([np.arange(cuts[r], cuts[r + 1])[t * 5:(t + 1) * 5]
+                                       for r in range(RANKS)])
+                one.fit(xu[rows], yu[rows], epochs=1, batch_size=rows.size, shuffle=False,
+                        verbose=0)
+        xv = np.concatenate([data(11, seed=r + 7)[0] for r in range(RANKS)])
+        yv = np.concatenate([data(11, seed=r + 7)[1] for r in range(RANKS)])
+        results[name] = {
+            "diff": float(np.max(np.abs(par.params - one.params))),
+            "same_on_ranks": same_on_ranks(par.params),
+            "val_loss_diff": abs(hist.history["val_loss"][-1] - one.evaluate(xv, yv)["loss"]),
+            "steps": hist.params["steps"]}
 
     # early stopping on rank 0 stops every rank in the same epoch
     stop = fn.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0)
