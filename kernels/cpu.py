@@ -553,6 +553,11 @@ def multiclass_perceptron(dz, z, labels, sample_weight, mean):
 
 
 # --------------------------------------------------------------------------- optimizers
+# The updates that divide (Adam, RMSprop, Adagrad) compile with NumPy's error model: under
+# numba's default (Python's), every float division tests its divisor for zero to raise
+# ZeroDivisionError, and that branch kept the loop scalar (vsqrtss, vdivss). Their divisors
+# are sqrt(.) + eps > 0, so no result changes beyond an FMA's rounding; the loop vectorises:
+# adam_update at P = 269,322 took 0.76 ms float32 / 2.0 ms float64 before, 0.13 / 0.54 after.
 
 @njit(cache=True, fastmath=FASTMATH)
 def sgd_update(params, grads, velocity, lr, momentum, nesterov, weight_decay):
@@ -574,7 +579,7 @@ def sgd_update(params, grads, velocity, lr, momentum, nesterov, weight_decay):
             params[i] -= lr_t * v
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
     """One pass over all P parameters; the bias corrections are folded into two scalars."""
     b1, b2 = _typed(params, beta1), _typed(params, beta2)
@@ -598,7 +603,7 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, decoup
         params[i] = p - step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps_t)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def rmsprop_update(params, grads, v, buf, lr, rho, momentum, eps, weight_decay):
     """One pass over all P parameters; buf is untouched (may be empty) when momentum == 0."""
     lr_t, r, c = _typed(params, lr), _typed(params, rho), _typed(params, 1.0 - rho)
@@ -614,7 +619,7 @@ def rmsprop_update(params, grads, v, buf, lr, rho, momentum, eps, weight_decay):
         params[i] -= lr_t * step
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def adagrad_update(params, grads, s, lr, lr_decay, eps, weight_decay, step):
     """One pass over all P parameters; the decayed rate is one scalar per step."""
     clr = _typed(params, lr / (1.0 + (step - 1) * lr_decay))
