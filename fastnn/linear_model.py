@@ -34,9 +34,14 @@ features + intercept, and n (K·p)² <= 2e7 multiply-adds, on dense X), else TRO
 logistic loss's gradient and Hessian-vector products are one fused pass over the rows of X
 each (kernels.cpu.logistic_value_grad, weighted_hessp, dense or CSR; no CSC copy), and its
 small Newton systems are built and solved in compiled code (weighted_gram, cholesky_solve).
-Every solver stops once the gradient's norm is below tol times its norm at the start (W = 0),
-or at max_iter with scikit-learn's ConvergenceWarning; all but "sgd" are deterministic and
-ignore random_state.
+The multinomial loss's value and gradient and its Hessian-vector products are one fused pass
+over the rows of dense X each too (kernels.cpu.softmax_value_grad, softmax_hessp; sparse X
+takes X @ V and Xᵀ R). On W6's digits row (K·p = 650) TRON stays the choice: its fit is ~260
+fused products of ~0.25 ms, where one exact Hessian is n p² K² / 2 ≈ 3.8e8 multiply-adds
+(measured on one thread: 40 ms to build as 55 weighted Grams, a Newton fit 394 ms of CPU
+against TRON's 74 ms). Every solver stops once the gradient's norm is below tol times its
+norm at the start (W = 0), or at max_iter with scikit-learn's ConvergenceWarning; all but
+"sgd" are deterministic and ignore random_state.
 
 Sparse X (scipy.sparse CSR or CSC, matrix or array) goes through kernels.cpu's CSR kernels
 (fastnn.estimator_utils.Design) and is never densified. scikit-learn is imported here, not by
@@ -78,6 +83,11 @@ _NEWTON_MAX_COEF = 200  # "auto": Newton up to this many coefficients K·p, TRON
 # 6 Hessians; at breast cancer's 569 x 31 the Hessian is 0.6 M and Newton wins
 _NEWTON_MAX_WORK = 2e7
 _N_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+# the softmax's fused passes (_SoftmaxLoss): rows split into at most this many chunks, each of
+# at least this many multiply-adds (N D K / chunks), so that a chunk's work outweighs handing
+# it to a thread
+_SOFTMAX_CHUNKS = 4
+_SOFTMAX_CHUNK_WORK = 2_000_000
 
 
 def _dense_only(X, solver):
@@ -276,12 +286,72 @@ class _LogisticLoss(_Objective):
 
 
 class _SoftmaxLoss(_Objective):
-    """Σ s_i (logsumexp(z_i) − z_{i, y_i}) over K logits."""
+    """Σ s_i (logsumexp(z_i) − z_{i, y_i}) over K logits. On dense X its value and gradient
+    and its Hessian-vector products are one fused pass over the rows each
+    (kernels.cpu.softmax_value_grad, softmax_hessp: each row read once, no (N, K)
+    temporaries, no BLAS call): a TRON fit is mostly Hessian-vector products (~260 on
+    digits), which cost ~300 µs each as NumPy's X V, the row factors and Xᵀ R. Rows are
+    split into at most _SOFTMAX_CHUNKS contiguous chunks of >= _SOFTMAX_CHUNK_WORK
+    multiply-adds, run on solver_threads() threads (the kernels release the GIL), whose
+    outputs are added in chunk order: the chunks depend on the shapes only, so the sums do
+    not depend on the threads. Sparse X takes the generic products."""
+
+    # TRON's CG forcing (_Objective.cg_forcing): Hessian-vector products of a default fit
+    # and its distance to the tol=1e-13 optimum, forcing 0.1 / 0.15 / 0.2 / 0.25 / 0.3: W6's
+    # digits 259 / 241 / 228 / 221 / 253 (5e-10 / 6e-10 / 7e-9 / 2e-8 / 2e-9), 10,000 x 200
+    # 196 / 188 / 184 / 184 / 184 (3e-9 .. 8e-9); 0.5 saves more (159 on digits) but ends
+    # 2e-6 away
+    cg_forcing = 0.2
 
     def __init__(self, design, labels, n_classes, s, fit_intercept, l2):
         super().__init__(design, n_classes, fit_intercept, l2)
         self.labels, self.s = labels, s
         self.P = np.empty((labels.shape[0], n_classes))
+        # Θ with the intercept row the kernels expect (zero, and bias 0, without one)
+        self._w = np.zeros((self.d + 1, n_classes))
+        self._b = self.bias if self.p > self.d else 0.0
+        n = labels.shape[0]
+        chunks = 1 if design.sparse else int(min(_SOFTMAX_CHUNKS, max(
+            1, n * self.d * n_classes // _SOFTMAX_CHUNK_WORK)))
+        self._rows = [slice(c * n // chunks, (c + 1) * n // chunks) for c in range(chunks)]
+        self._parts = np.empty((chunks, self.d + 1, n_classes))
+        self._threads = min(chunks, solver_threads())
+        # this fit's own helper threads (a process-wide pool would be dead in a forked
+        # child); they end with the objective
+        self._pool = ThreadPoolExecutor(self._threads - 1) if self._threads > 1 else None
+
+    def _padded(self, theta):
+        self._w[:self.p] = theta.reshape(self.p, self.K)
+        return self._w
+
+    def _fused(self, pass_rows):
+        """pass_rows(out, rows) over each chunk of rows into its own part, the chunks spread
+        over the threads (this one runs the first share); returns the sum of what it returns
+        (the losses; None counts 0) and the data term's flat (p·K,) sum of the parts."""
+        t = self._threads
+        if len(self._rows) == 1:  # most problems: one call, no part to add
+            f = pass_rows(self._parts[0], self._rows[0]) or 0.0
+            return f, self._parts[0, :self.p].flatten()
+
+        def share(first):
+            return sum(pass_rows(self._parts[c], self._rows[c]) or 0.0
+                       for c in range(first, len(self._rows), t))
+        others = [self._pool.submit(share, first) for first in range(1, t)]
+        f = share(0) + sum(job.result() for job in others)
+        return f, self._parts.sum(axis=0)[:self.p].ravel()
+
+    def data_value_grad(self, theta):
+        if self.X.sparse:
+            return super().data_value_grad(theta)
+        X, w, b, y, s, P = self.X.X, self._padded(theta), self._b, self.labels, self.s, self.P
+        return self._fused(lambda out, r: cpu.softmax_value_grad(out, P[r], X[r], w, b, y[r],
+                                                                 s[r]))
+
+    def data_hessp(self, v):
+        if self.X.sparse:
+            return super().data_hessp(v)
+        X, w, b, s, P = self.X.X, self._padded(v), self._b, self.s, self.P
+        return self._fused(lambda out, r: cpu.softmax_hessp(out, X[r], P[r], s[r], w, b))[1]
 
     def _loss(self, Z):
         dZ = np.empty_like(Z)
@@ -1043,8 +1113,11 @@ class LogisticRegression(_LinearClassifier):
 class SoftmaxRegression(LogisticRegression):
     """Multinomial logistic regression (seed 000): softmax cross-entropy on K logits plus L2,
     minimising C Σ_i s_i (−log softmax(W x_i + b)_{y_i}) + ½ ||W||², to its optimum. Its
-    Hessian has (K p)² entries (K(K+1)/2 weighted Grams), so "auto" uses Newton only for
-    K·p <= 200 and TRON's Hessian-vector products beyond. Parameters and attributes as
+    Hessian has (K p)² entries (K(K+1)/2 weighted Grams), so "auto" uses Newton only on
+    dense X with K·p <= 200 and n_samples (K·p)² <= 2e7 (p = n_features + 1 with an
+    intercept), and TRON's Hessian-vector products otherwise: on dense X each product, and
+    each value and gradient, is one compiled pass over the rows of X
+    (kernels.cpu.softmax_hessp, softmax_value_grad). Parameters and attributes as
     LogisticRegression; with two classes coef_ is the difference of the two rows (the
     log-odds of classes_[1]), as scikit-learn's.
     """

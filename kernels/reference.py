@@ -991,3 +991,27 @@ def cholesky_solve(out, a, b):
     except np.linalg.LinAlgError:
         return False
     return True
+
+
+# ---- fused softmax passes
+# w, grad, out (D + 1, K): the coefficients, then the intercept row, which multiplies `bias`
+# (0: no intercept); x (N, D) dense; p (N, K) the probabilities softmax_value_grad writes and
+# softmax_hessp reads.
+
+def softmax_value_grad(grad, p, x, w, bias, labels, sample_weight):
+    """The multinomial logistic loss Σ_i s_i (logsumexp(z_i) − z_{i,y_i}), Z = Xb W, Xb =
+    [X, bias 1]; writes p = softmax(Z) and the gradient Xbᵀ (s (p − onehot(y))) into grad."""
+    xb = _with_bias(x, bias)
+    dz = np.empty((x.shape[0], w.shape[1]))
+    loss = softmax_loss_grad(dz, p, xb @ w, labels, sample_weight)
+    grad[...] = xb.T @ dz
+    return loss
+
+
+def softmax_hessp(out, x, p, sample_weight, v, bias):
+    """out = the Hessian of softmax_value_grad's loss (at its p) times V: Xbᵀ R, r_i = s_i
+    (p_i ⊙ u_i − p_i (p_i · u_i)), U = Xb V (softmax_hessian_rows)."""
+    xb = _with_bias(x, bias)
+    r = np.empty((x.shape[0], v.shape[1]))
+    softmax_hessian_rows(r, p, xb @ v, sample_weight)
+    out[...] = xb.T @ r
