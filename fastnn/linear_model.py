@@ -113,6 +113,9 @@ class _Objective:
     # TRON's CG stops at a residual of min(cg_forcing, √(||g|| / ||g0||)) ||g||
     cg_forcing = 0.1
     precondition = False  # TRON's default (_tron): liblinear 2.2+'s diagonal preconditioner
+    # True where every pass over X is a compiled kernel (numba's threads), so BLAS serves only
+    # the solver's vector operations and runs them on one thread (_solve)
+    compiled_products = False
 
     def __init__(self, design, n_out, fit_intercept, l2, bias=1.0, penalize_intercept=False):
         self.X, self.K, self.l2 = design, n_out, l2
@@ -218,6 +221,7 @@ class _LogisticLoss(_Objective):
     # a looser CG pays here: 43 Hessian-vector products instead of 58 on W6's 20,000 x 20,000
     # CSR row (both to 1e-8 of the optimum); on the softmax (digits) it stopped short of 1e-6
     cg_forcing = 0.5
+    compiled_products = True
     # Dense X of at least this many entries: the Hessian-vector products read a float32 copy
     # of X (sums in float64). They only shape TRON's steps (its CG stops at a residual of
     # 0.5 relative), while the value and gradient, which decide the answer and when to stop,
@@ -302,6 +306,7 @@ class _SoftmaxLoss(_Objective):
     # 196 / 188 / 184 / 184 / 184 (3e-9 .. 8e-9); 0.5 saves more (159 on digits) but ends
     # 2e-6 away
     cg_forcing = 0.2
+    compiled_products = True  # dense: the fused passes; sparse: kernels.cpu's CSR products
 
     def __init__(self, design, labels, n_classes, s, fit_intercept, l2):
         super().__init__(design, n_classes, fit_intercept, l2)
@@ -437,6 +442,11 @@ def _small_blas(order):
     14 ms (load ~2; 334 ms against 17 ms at load 4); larger ones keep every thread."""
     if order >= 1000:
         return contextlib.nullcontext()
+    return _one_blas_thread()
+
+
+def _one_blas_thread():
+    """Every BLAS library at one thread for the block (threadpoolctl; ~26 µs a block)."""
     if not _CONTROLLER:
         _CONTROLLER.append(ThreadpoolController())  # inspecting the libraries costs ~1 ms
     return _CONTROLLER[0].limit(limits=1, user_api="blas")
@@ -620,7 +630,19 @@ def _spectral_norm_sq(design, fit_intercept, seed=0):
 
 def _solve(obj, solver, tol, max_iter, curvature=0.25, lr=None):
     """Minimise obj from θ = 0 with the named solver; "gd" steps by lr, or by 1 / L where
-    `curvature` bounds the loss's second derivative in z (¼ for the logistic, ½ for softmax)."""
+    `curvature` bounds the loss's second derivative in z (¼ for the logistic, ½ for softmax).
+
+    When obj's passes over X are compiled kernels (obj.compiled_products), BLAS runs the
+    solver's vector operations (dot products, norms of p·K values) on one thread: at p·K in
+    the tens of thousands OpenBLAS threads them, and its workers then spin ~0.1 s after each
+    one, against numba's threads running the next pass: W6's 20,000 x 20,000 CSR logistic fit
+    took 706 ms on two numba threads with BLAS threaded, 116 ms with BLAS on one thread (162
+    ms with everything on one thread; quiet machine)."""
+    with _one_blas_thread() if obj.compiled_products else contextlib.nullcontext():
+        return _run_solver(obj, solver, tol, max_iter, curvature, lr)
+
+
+def _run_solver(obj, solver, tol, max_iter, curvature, lr):
     theta = np.zeros(obj.p * obj.K)
     if solver == "newton":
         return _newton(obj, theta, tol, max_iter)
