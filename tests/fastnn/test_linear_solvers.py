@@ -422,13 +422,16 @@ def test_fit_same_on_a_loaded_machine(make, monkeypatch):
     np.testing.assert_array_equal(fits[0].intercept_, fits[1].intercept_)
 
 
-def test_tron_float32_hessian_products_same_optimum(monkeypatch):
-    """Dense X of >= hessp_float32_min entries: TRON's Hessian-vector products read a float32
-    copy of X; the value and gradient read X, so the fit stops at the same optimum."""
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "CSR"])
+def test_tron_float32_hessian_products_same_optimum(sparse, monkeypatch):
+    """X of >= hessp_float32_min entries (non-zeros): TRON's Hessian-vector products run on a
+    float32 copy of X (dense: float64 sums; CSR: all float32); the value and gradient read X,
+    so the fit stops at the same optimum."""
     rng = np.random.default_rng(1)
     X = rng.standard_normal((5000, 211))
     y = (X @ rng.standard_normal(211) / 8 + rng.standard_normal(5000) > 0).astype(int)
     assert X.size >= linear_model._LogisticLoss.hessp_float32_min
+    X = scipy.sparse.csr_matrix(X) if sparse else X
     mixed = LogisticRegression(solver="tron", tol=1e-10).fit(X, y)
     monkeypatch.setattr(linear_model._LogisticLoss, "hessp_float32_min", np.inf)
     exact = LogisticRegression(solver="tron", tol=1e-10).fit(X, y)
