@@ -13,6 +13,7 @@ import platform
 import sys
 import time
 
+import numba
 import numpy as np
 
 from .. import distributed
@@ -269,6 +270,14 @@ def _targets(results, rep):
                          f"got {worst:7.1f}x (worst width)  {'met' if worst >= 40 else 'NOT met'}")
 
 
+def _threads_label():
+    """The thread counts this run gives numba and BLAS, as the environment sets them (W6's
+    header said "all threads" even in a run with NUMBA_NUM_THREADS=1)."""
+    blas = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    return (f"numba {numba.get_num_threads()} thread(s), BLAS "
+            f"{blas + ' thread(s)' if blas else 'its default threads'}")
+
+
 def _machine():
     info = {"python": platform.python_version(), "platform": platform.platform(),
             "processor": platform.processor(), "cpus": os.cpu_count(),
@@ -353,7 +362,7 @@ def run_w6(cfg, results, rep):
         return
     rep.line()
     rep.line(f"== W6  convex models to 1e-6 (relative) of the optimum, fastnn vs scikit-learn "
-             f"({cfg.name} sizes; all threads; each fit after {W6_SETTLE} s idle)")
+             f"({cfg.name} sizes; {_threads_label()}; each fit after {W6_SETTLE} s idle)")
     rows = results.setdefault("w6", [])
     for problem in W.w6_problems(cfg.name):
         rep.progress(f"W6: {problem[0]}: reference optimum and scikit-learn's tol ladder")
