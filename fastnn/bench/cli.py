@@ -353,7 +353,9 @@ def run_w6(cfg, results, rep):
     """W6: fastnn's convex models beside every applicable scikit-learn solver, each timed to
     coefficients within 1e-6 (relative) of the optimum: scikit-learn's at the loosest tol
     that gets there (W.w6_row), fastnn at its defaults. BLAS and numba at their default
-    threads (both cores) for everyone, each timed fit after W6_SETTLE seconds of idle
+    threads (both cores) for everyone, and each scikit-learn fit once more with BLAS on one
+    thread (its threaded BLAS can contend with itself on two cores: the faster configuration
+    is the peer), each timed fit after W6_SETTLE seconds of idle
     (timing.interleaved: no fit starts among another library's spinning threads). Rows go
     to results["w6"]; the targets (>= 1x the fastest on every row, >= 3x on the large dense
     and CSR logistic rows) to results["targets"]."""
@@ -378,16 +380,21 @@ def run_w6(cfg, results, rep):
                "ratio": peers[fastest] / med["fastnn"] if fastest else None}
         rows.append(row)
         rep.line(f"{problem[0]}")
-        rep.line(f"    {'fastnn':28s} {_fmt_s(med['fastnn']):>10s}  error "
+        rep.line(f"    {'fastnn':40s} {_fmt_s(med['fastnn']):>10s}  error "
                  f"{info['fastnn_error']:.1e}")
         for solver, s in info["sklearn"].items():
             key = f"scikit-learn {solver}"
             if key in med:
-                rep.line(f"    {key:28s} {_fmt_s(med[key]):>10s}  error {s['error']:.1e} "
+                rep.line(f"    {key:40s} {_fmt_s(med[key]):>10s}  error {s['error']:.1e} "
                          f"(tol {s['tol']:.0e})  {med[key] / med['fastnn']:6.2f}x fastnn's time")
             else:
-                rep.line(f"    {key:28s} {'-':>10s}  never within 1e-6: best {s['error']:.1e} "
+                rep.line(f"    {key:40s} {'-':>10s}  never within 1e-6: best {s['error']:.1e} "
                          f"at tol {s['tol']:.0e} ({_fmt_s(s['seconds_once'])})")
+            key1 = f"{key}, 1 thread"
+            if key1 in med:
+                rep.line(f"    {key1:40s} {_fmt_s(med[key1]):>10s}  error "
+                         f"{s['error_1_thread']:.1e} (tol {s['tol']:.0e})  "
+                         f"{med[key1] / med['fastnn']:6.2f}x fastnn's time")
         want = 3.0 if ("dense" in problem[0] and "Logistic" in problem[0]
                        and "breast" not in problem[0]) or ("CSR" in problem[0]
                                                             and "Logistic" in problem[0]) else 1.0
