@@ -438,3 +438,91 @@ def test_tron_float32_hessian_products_same_optimum(sparse, monkeypatch):
     # both stop at ||g|| <= 1e-10 ||g0|| on a problem with κ ~ 10: coefficients within ~1e-10
     assert _rel(mixed.coef_, exact.coef_) < 1e-8
     assert abs(mixed.intercept_[0] - exact.intercept_[0]) < 1e-8
+
+
+def _float32_phase_fits(X, y, monkeypatch, **kw):
+    """(fit with TRON's float32 first phase, fit without it, the phases' iteration counts)."""
+    phases = []
+    tron = linear_model._tron
+
+    def counting(obj, *args, **kwargs):
+        out = tron(obj, *args, **kwargs)
+        phases.append((obj.x_precision, out[1]))
+        return out
+
+    monkeypatch.setattr(linear_model, "_tron", counting)
+    mixed = LogisticRegression(solver="tron", **kw).fit(X, y)
+    monkeypatch.setattr(linear_model._LogisticLoss, "float32_phase", False)
+    monkeypatch.setattr(linear_model._LogisticLoss, "hessp_float32_min", np.inf)
+    exact = LogisticRegression(solver="tron", **kw).fit(X, y)
+    return mixed, exact, phases[:2]
+
+
+def _data_gradient_ratio(est, X, y):
+    """||∇f(θ)|| / ||∇f(0)|| of est's fit, computed here in float64 from X (C = 1)."""
+    Xb = np.hstack([X, np.ones((X.shape[0], 1))])
+    ypm = np.where(y == est.classes_[1], 1.0, -1.0)
+    theta = np.r_[est.coef_.ravel(), est.intercept_]
+
+    def grad(t):
+        z = ypm * (Xb @ t)
+        g = Xb.T @ (-ypm / (1.0 + np.exp(z)))
+        g[:-1] += t[:-1]  # the L2 penalty, not on the intercept
+        return g
+
+    return np.linalg.norm(grad(theta)) / np.linalg.norm(grad(np.zeros_like(theta)))
+
+
+def test_tron_float32_first_phase_ends_at_xs_optimum(monkeypatch):
+    """Dense X of >= hessp_float32_min entries: TRON first solves the problem with X rounded
+    to float32, then checks (and if need be finishes) on X itself. On well-scaled data the
+    first phase's point already passes the float64 test at the default tol (the second
+    phase stops at its first pass, 0 iterations); at a tighter one the second phase goes on;
+    either way the coefficients match an all-float64 fit."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((5000, 211))
+    y = (X @ rng.standard_normal(211) / 8 + rng.standard_normal(5000) > 0).astype(int)
+    assert X.size >= linear_model._LogisticLoss.hessp_float32_min
+    mixed, exact, phases = _float32_phase_fits(X, y, monkeypatch)
+    assert phases[0][0] == "float32" and phases[0][1] > 0 and phases[1] == ("float64", 0)
+    assert mixed.n_iter_ == phases[0][1]
+    # both stop at ||g|| <= 1e-8 ||g0|| (g from X in float64); κ ~ 10
+    assert _data_gradient_ratio(mixed, X, y) <= 1e-8 * (1 + 1e-6)
+    assert _rel(mixed.coef_, exact.coef_) < 1e-7
+    monkeypatch.undo()
+    mixed, exact, phases = _float32_phase_fits(X, y, monkeypatch, tol=1e-12)
+    assert phases[1][0] == "float64" and phases[1][1] > 0
+    assert _data_gradient_ratio(mixed, X, y) <= 1e-12 * (1 + 1e-6)
+    assert _rel(mixed.coef_, exact.coef_) < 1e-10
+
+
+def test_tron_float32_first_phase_finishes_on_x_when_rounding_matters(monkeypatch):
+    """Features 1000 + 0.01 N(0, 1): float32 keeps ~1.6 digits of each one's variation, so the
+    rounded problem's optimum is far from X's; the second phase must go on in float64 (here
+    it stalls, and the plain solve from the start follows) until the tolerance holds on X
+    itself, and land on X's optimum."""
+    rng = np.random.default_rng(2)
+    Z = rng.standard_normal((5000, 211))
+    y = (Z @ rng.standard_normal(211) / 8 + rng.standard_normal(5000) > 0).astype(int)
+    X = 1000.0 + 0.01 * Z
+    mixed, exact, phases = _float32_phase_fits(X, y, monkeypatch, tol=1e-8, max_iter=1000)
+    assert phases[0][0] == "float32" and phases[1][0] == "float64" and phases[1][1] > 0
+    assert mixed.n_iter_ > phases[0][1] + phases[1][1]  # the plain solve ran too
+    assert _data_gradient_ratio(mixed, X, y) <= 1e-8 * (1 + 1e-6)
+    # the rounding moves the float32 problem's optimum by far more than 1e-6 (checked below),
+    # and the float64 phase takes it back to within the tolerance's reach of X's optimum
+    rounded = LogisticRegression(solver="tron", tol=1e-8, max_iter=1000).fit(
+        X.astype(np.float32).astype(np.float64), y)
+    assert _rel(rounded.coef_, exact.coef_) > 1e-4  # 4.9e-4 here
+    assert _rel(mixed.coef_, exact.coef_) < 1e-5
+
+
+def test_distributed_wrapper_turns_off_the_float32_phase():
+    """A rank's own row count must not change the sequence of collective calls."""
+    from fastnn import distributed_linear
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((5000, 211))
+    obj = linear_model._LogisticLoss(Design(X), np.sign(rng.standard_normal(5000)),
+                                     np.ones(5000), True, 1.0)
+    assert obj.float32_phase
+    assert distributed_linear.reduced(obj).float32_phase is False
