@@ -1301,8 +1301,10 @@ class LinearSVM(_LinearClassifier):
     liblinear's default), for either loss: it stops when the projected gradients' spread is
     below tol on every coordinate; "tron", trust-region Newton on the primal of the squared
     hinge (the hinge is not differentiable); "sgd", the old full-batch subgradient descent with
-    momentum on a fastnn.Sequential (learning_rate_init), the only solver of
-    multi_class="weston_watkins".
+    momentum on a fastnn.Sequential (learning_rate_init), which approaches the optimum
+    without reaching it. multi_class="weston_watkins" takes "dual_cd" (its dual by coordinate
+    descent, kernels.cpu.svm_ww_dual_cd: one box [0, C s_i] per pair (i, j ≠ y_i), the same
+    stopping test) or "sgd".
 
     Parameters
     ----------
@@ -1310,12 +1312,13 @@ class LinearSVM(_LinearClassifier):
     loss : {"hinge", "squared_hinge"}, default "hinge"
     multi_class : {"ovr", "weston_watkins"}, default "ovr"
         More than two classes: "ovr" solves one binary SVM per class against the rest,
-        "weston_watkins" the multiclass hinge Σ_{j≠y} max(0, 1 + z_j − z_y) (solver "sgd").
+        "weston_watkins" one problem over all classes, the multiclass hinge
+        Σ_{j≠y} max(0, 1 + z_j − z_y) (or its square) per sample (solver "dual_cd" or "sgd").
     fit_intercept : bool, default True
     intercept_scaling : float > 0, default 1.0
         The constant feature's value (liblinear's).
     solver : {"auto", "dual_cd", "tron", "sgd"}, default "auto"
-        "auto": "sgd" for weston_watkins; "tron" for the squared hinge (the primal, as
+        "auto": "dual_cd" for weston_watkins; "tron" for the squared hinge (the primal, as
         scikit-learn's LinearSVC(dual="auto") picks when samples outnumber features; TRON's
         Hessian-vector products serve wide X too); else "dual_cd".
     tol : float > 0 or None, default None
@@ -1338,9 +1341,10 @@ class LinearSVM(_LinearClassifier):
     classes_, coef_ ((1, n_features) or (n_classes, n_features)), intercept_,
     n_features_in_, n_iter_
     dual_coef_ : ndarray of shape (n_problems, n_samples)
-        The dual variables α (dual_cd; one row per binary problem).
+        The dual variables α (dual_cd; one row per binary problem; weston_watkins: row k holds
+        α_ik of the pairs (i, k), zero where k is sample i's class).
     support_ : ndarray of int
-        The support vectors, samples with a non-zero dual variable in any binary problem
+        The support vectors, samples with a non-zero dual variable in any binary problem (or pair)
         (seed 002: "any x_i with a non-zero ε_i is a support vector"; a sample exactly on the
         margin has α > 0 with ε = 0 and counts too).
     n_support_ : ndarray of shape (n_classes,)
@@ -1389,18 +1393,21 @@ class LinearSVM(_LinearClassifier):
         else:
             X, classes, y_idx = check_classifier_data(self, X, y, accept_sparse=True)
             sw = check_sample_weight(sample_weight, X.shape[0])
+        weston_watkins = self.multi_class == "weston_watkins" and classes.size > 2
         if solver == "auto":
-            solver = ("sgd" if self.multi_class == "weston_watkins" and classes.size > 2
+            solver = ("dual_cd" if weston_watkins
                       else "tron" if self.loss == "squared_hinge" else "dual_cd")
-        if self.multi_class == "weston_watkins" and classes.size > 2 and solver != "sgd":
-            raise ValueError(f"multi_class='weston_watkins' is solved by solver='sgd' only, "
-                             f"got solver={self.solver!r}")
+        if weston_watkins and solver == "tron":
+            raise ValueError("multi_class='weston_watkins' is solved by solver='dual_cd' or "
+                             "'sgd', got solver='tron'")
         if solver == "tron" and self.loss != "squared_hinge":
             raise ValueError("solver='tron' needs loss='squared_hinge' (the hinge is not "
                              "differentiable)")
         if solver == "sgd":
             _dense_only(X, "sgd")
             coef, intercept = self._fit_sgd(X, y_idx, classes.size, sw)
+        elif weston_watkins:
+            coef, intercept = self._fit_weston_watkins(X, y_idx, classes.size, sw)
         else:
             with solver_thread_limit():
                 coef, intercept = self._fit_ovr(X, y_idx, classes.size, sw, solver, wrap)
@@ -1427,12 +1434,7 @@ class LinearSVM(_LinearClassifier):
                 alpha = np.maximum(1.0 - y_pm * (obj._logits(theta)[:, 0]), 0.0) * 2 * s
             else:
                 w, alpha = np.zeros(d + 1), np.zeros(n)
-                if self.loss == "hinge":
-                    upper, diag = s, np.zeros(n)
-                else:
-                    upper = np.where(s > 0, np.inf, 0.0)
-                    with np.errstate(divide="ignore"):
-                        diag = np.where(s > 0, 0.5 / s, np.inf)
+                upper, diag = self._dual_box(s)
                 args = (w, alpha) + ((X,) if csr is None else
                                      (csr.data, csr.indices, csr.indptr))
                 kernel = cpu.svm_dual_cd if csr is None else cpu.svm_dual_cd_csr
@@ -1445,9 +1447,43 @@ class LinearSVM(_LinearClassifier):
         if not converged:
             _warn_unconverged("LinearSVM", self.max_iter)
         W = np.array(coefs)
-        self.dual_coef_ = np.array(alphas)
-        self.support_ = np.flatnonzero(np.any(self.dual_coef_ > 0, axis=0))
+        self._set_support(np.array(alphas), y_idx, k)
+        return np.ascontiguousarray(W[:, :d]), W[:, d] * bias
+
+    def _dual_box(self, s):
+        """(upper, diag) of each sample's dual variables: the hinge's box [0, C s_i]; the
+        squared hinge's [0, inf) with diag 1 / (2 C s_i) (a zero weight: the box [0, 0])."""
+        n = s.shape[0]
+        if self.loss == "hinge":
+            return s, np.zeros(n)
+        with np.errstate(divide="ignore"):
+            return np.where(s > 0, np.inf, 0.0), np.where(s > 0, 0.5 / s, np.inf)
+
+    def _set_support(self, dual_coef, y_idx, k):
+        self.dual_coef_ = dual_coef
+        self.support_ = np.flatnonzero(np.any(dual_coef > 0, axis=0))
         self.n_support_ = np.bincount(y_idx[self.support_], minlength=k)
+
+    def _fit_weston_watkins(self, X, y_idx, k, sw):
+        """The Weston-Watkins SVM by dual coordinate descent (kernels.cpu.svm_ww_dual_cd)."""
+        n, d = X.shape
+        upper, diag = self._dual_box(self.C * (np.ones(n) if sw is None else sw))
+        bias = self.intercept_scaling if self.fit_intercept else 0.0
+        seed = 0 if self.random_state is None else seed_from(self.random_state)
+        W, alpha = np.zeros((k, d + 1)), np.zeros((n, k))
+        labels = y_idx.astype(np.int64)
+        if scipy.sparse.issparse(X):
+            csr = X.tocsr()
+            it = cpu.svm_ww_dual_cd_csr(W, alpha, csr.data, csr.indices, csr.indptr, labels,
+                                        upper, diag, bias, self.tol or 1e-6, self.max_iter,
+                                        seed)
+        else:
+            it = cpu.svm_ww_dual_cd(W, alpha, X, labels, upper, diag, bias, self.tol or 1e-6,
+                                    self.max_iter, seed)
+        self.n_iter_ = int(it)
+        if it >= self.max_iter:
+            _warn_unconverged("LinearSVM", self.max_iter)
+        self._set_support(np.ascontiguousarray(alpha.T), y_idx, k)
         return np.ascontiguousarray(W[:, :d]), W[:, d] * bias
 
     def _fit_sgd(self, X, y_idx, k, sw):

@@ -1475,6 +1475,20 @@ def _row_dot(w, x, data, indices, indptr, i, dense):
 
 
 @njit(cache=True, inline="always")
+def _row_sq(x, data, indptr, i, dense):
+    """||x_i||² in float64, x_i a row of dense x or of the CSR arrays."""
+    acc = 0.0
+    if dense:
+        xi = x[i]
+        for j in range(xi.shape[0]):
+            acc += float(xi[j]) * float(xi[j])
+    else:
+        for p in range(np.uint64(indptr[i]), np.uint64(indptr[i + 1])):
+            acc += float(data[p]) * float(data[p])
+    return acc
+
+
+@njit(cache=True, inline="always")
 def _row_axpy(w, step, x, data, indices, indptr, i, dense):
     """w[:D] += step · x_i (step already in w's dtype)."""
     if dense:
@@ -1498,14 +1512,7 @@ def _svm_dual_cd(w, alpha, x, data, indices, indptr, dense, y, upper, diag, bias
     index = np.empty(n, np.int64)
     n_active = 0
     for i in range(n):
-        acc = diag[i] + bias * bias  # Q_ii = diag_i + ||[x_i, bias]||²
-        if dense:
-            for j in range(d):
-                acc += float(x[i, j]) * float(x[i, j])
-        else:
-            for p in range(indptr[i], indptr[i + 1]):
-                acc += float(data[p]) * float(data[p])
-        qd[i] = acc
+        qd[i] = diag[i] + _row_sq(x, data, indptr, i, dense) + bias * bias  # Q_ii
         if upper[i] > 0.0:  # a box [0, 0] (weight 0) never moves
             index[n_active] = i
             n_active += 1
@@ -1559,6 +1566,100 @@ def svm_dual_cd_csr(w, alpha, data, indices, indptr, y, upper, diag, bias, tol, 
     no_x = np.empty((0, 0), data.dtype)
     return _svm_dual_cd(w, alpha, no_x, data, indices, indptr, False, y, upper, diag, bias,
                         tol, max_iter, seed)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _svm_ww_dual_cd(w, alpha, x, data, indices, indptr, dense, labels, upper, diag, bias,
+                    tol, max_iter, seed):
+    """The Weston-Watkins multiclass SVM's dual by coordinate descent. Its primal,
+    ½ Σ_k ||w_k||² + Σ_i Σ_{j≠y_i} ℓ_i(1 − (w_{y_i} − w_j)·x̃_i), x̃ = [x, bias], is a binary
+    L2-SVM without intercept over the pairs (i, j≠y_i), each a virtual sample e_{y_i} ⊗ x̃_i −
+    e_j ⊗ x̃_i of label +1 (||·||² = 2 ||x̃_i||²), so the dual is Hsieh et al.'s (2008) with one
+    box [0, upper_i] per pair and no equality constraint. A sample's pairs are visited
+    together: its K scores take K row dot products, each pair's step moves two of them by
+    step ||x̃_i||² exactly, and the class rows it changed get one axpy each at the end. A
+    sample is shrunk when all its pairs would be (liblinear's rule per coordinate)."""
+    np.random.seed(seed)
+    n, k = alpha.shape
+    d = w.shape[1] - 1
+    sq = np.empty(n)
+    index = np.empty(n, np.int64)
+    n_active = 0
+    for i in range(n):
+        sq[i] = _row_sq(x, data, indptr, i, dense) + bias * bias
+        if upper[i] > 0.0:
+            index[n_active] = i
+            n_active += 1
+    z = np.empty(k)
+    delta = np.empty(k)
+    active = n_active
+    pg_max_old, pg_min_old = math.inf, -math.inf
+    it = 0
+    while it < max_iter:
+        pg_max, pg_min = -math.inf, math.inf
+        for s in range(active - 1, 0, -1):
+            t = np.random.randint(0, s + 1)
+            index[s], index[t] = index[t], index[s]
+        s = 0
+        while s < active:
+            i = index[s]
+            yi = labels[i]
+            for c in range(k):
+                z[c] = _row_dot(w[c], x, data, indices, indptr, i, dense) + float(w[c, d]) * bias
+                delta[c] = 0.0
+            q = 2.0 * sq[i] + diag[i]
+            shrunk = True
+            for j in range(k):
+                if j == yi:
+                    continue
+                a = alpha[i, j]
+                g = z[yi] - z[j] - 1.0 + a * diag[i]
+                pg, shrink = _svm_pg(g, a, upper[i], pg_max_old, pg_min_old)
+                shrunk = shrunk and shrink
+                if shrink:
+                    continue
+                pg_max, pg_min = max(pg_max, pg), min(pg_min, pg)
+                if abs(pg) > 1e-12:
+                    new = min(max(a - g / q, 0.0), upper[i])
+                    step = new - a
+                    alpha[i, j] = new
+                    delta[yi] += step
+                    delta[j] -= step
+                    z[yi] += step * sq[i]
+                    z[j] -= step * sq[i]
+            for c in range(k):
+                if delta[c] != 0.0:
+                    _row_axpy(w[c], _typed(w, delta[c]), x, data, indices, indptr, i, dense)
+                    w[c, d] += _typed(w, delta[c] * bias)
+            if shrunk:
+                active -= 1
+                index[s], index[active] = index[active], index[s]
+                continue
+            s += 1
+        it += 1
+        stop, active, pg_max_old, pg_min_old = _svm_pass_end(
+            pg_max, pg_min, tol, active, n_active, (pg_max_old, pg_min_old))
+        if stop:
+            break
+    return it
+
+
+@njit(cache=True)
+def svm_ww_dual_cd(w, alpha, x, labels, upper, diag, bias, tol, max_iter, seed):
+    """_svm_ww_dual_cd over the rows of dense x."""
+    no_data = np.empty(0, x.dtype)
+    no_index = np.empty(0, np.int64)
+    return _svm_ww_dual_cd(w, alpha, x, no_data, no_index, no_index, True, labels, upper,
+                           diag, bias, tol, max_iter, seed)
+
+
+@njit(cache=True)
+def svm_ww_dual_cd_csr(w, alpha, data, indices, indptr, labels, upper, diag, bias, tol,
+                       max_iter, seed):
+    """_svm_ww_dual_cd over CSR rows."""
+    no_x = np.empty((0, 0), data.dtype)
+    return _svm_ww_dual_cd(w, alpha, no_x, data, indices, indptr, False, labels, upper, diag,
+                           bias, tol, max_iter, seed)
 
 
 @njit(cache=True, inline="always")

@@ -757,6 +757,59 @@ def svm_dual_cd_csr(w, alpha, data, indices, indptr, y, upper, diag, bias, tol, 
                         y, upper, diag, bias, tol, max_iter, seed)
 
 
+def _svm_ww_dual_cd(w, alpha, rows, labels, upper, diag, bias, tol, max_iter, seed):
+    """The Weston-Watkins dual, pair by pair, without shrinking (kernels.cpu's version visits
+    a sample's pairs together and shrinks; the optimum is the same)."""
+    rng = np.random.RandomState(seed)
+    n, k = alpha.shape
+    sq = np.array([rows(i)[1] @ rows(i)[1] + bias * bias for i in range(n)])
+    pairs = [(i, j) for i in range(n) if upper[i] > 0 for j in range(k) if j != labels[i]]
+    it = 0
+    while it < max_iter and pairs:
+        pg_max, pg_min = -np.inf, np.inf
+        for t in rng.permutation(len(pairs)):
+            i, j = pairs[t]
+            y = labels[i]
+            cols, vals = rows(i)
+            zy = w[y, :-1][cols] @ vals + w[y, -1] * bias
+            zj = w[j, :-1][cols] @ vals + w[j, -1] * bias
+            g = zy - zj - 1.0 + alpha[i, j] * diag[i]
+            a = alpha[i, j]
+            pg = min(g, 0.0) if a == 0.0 else max(g, 0.0) if a == upper[i] else g
+            pg_max, pg_min = max(pg_max, pg), min(pg_min, pg)
+            if abs(pg) > 1e-12:
+                alpha[i, j] = min(max(a - g / (2.0 * sq[i] + diag[i]), 0.0), upper[i])
+                step = alpha[i, j] - a
+                w[y, :-1][cols] += step * vals
+                w[y, -1] += step * bias
+                w[j, :-1][cols] -= step * vals
+                w[j, -1] -= step * bias
+        it += 1
+        if pg_max - pg_min <= tol:
+            break
+    return it
+
+
+def svm_ww_dual_cd(w, alpha, x, labels, upper, diag, bias, tol, max_iter, seed):
+    """Dual coordinate descent for the Weston-Watkins multiclass SVM, ½ Σ_k ||w_k||² +
+    Σ_i Σ_{j≠y_i} ℓ_i(1 − (w_{y_i} − w_j)·[x_i, bias]), with the hinge (diag = 0, upper =
+    C s_i) or the squared hinge (diag = 1 / (2 C s_i), upper = inf): one dual variable
+    alpha[i, j] in [0, upper_i] per pair j ≠ y_i (alpha[i, y_i] stays 0), w_k = Σ_i
+    (1[k = y_i] Σ_j alpha[i, j] − alpha[i, k]) [x_i, bias]. Stops when the projected
+    gradient's spread over every pair is <= tol, or after max_iter passes; returns the passes
+    run. w (K, D + 1); alpha (N, K); labels (N,) in 0..K-1; upper, diag (N,); x (N, D)."""
+    return _svm_ww_dual_cd(w, alpha, lambda i: (np.arange(x.shape[1]), x[i]), labels, upper,
+                           diag, bias, tol, max_iter, seed)
+
+
+def svm_ww_dual_cd_csr(w, alpha, data, indices, indptr, labels, upper, diag, bias, tol,
+                       max_iter, seed):
+    """svm_ww_dual_cd with x (N, D) in CSR."""
+    return _svm_ww_dual_cd(w, alpha, lambda i: (indices[indptr[i]:indptr[i + 1]],
+                                                data[indptr[i]:indptr[i + 1]]),
+                           labels, upper, diag, bias, tol, max_iter, seed)
+
+
 def _perceptron_epoch(w, b, rows, labels, order, use_bias):
     mistakes = 0
     for i in order:

@@ -25,6 +25,7 @@ ESTIMATORS = [
     Perceptron(max_iter=20),
     LinearSVM(tol=1e-10),
     LinearSVM(loss="squared_hinge"),
+    LinearSVM(multi_class="weston_watkins", tol=1e-10),
     OneVsRestClassifier(LogisticRegression()),
     OneVsOneClassifier(LinearSVM()),
     OneVsOneClassifier(LogisticRegression()),

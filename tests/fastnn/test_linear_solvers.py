@@ -526,3 +526,78 @@ def test_distributed_wrapper_turns_off_the_float32_phase():
                                      np.ones(5000), True, 1.0)
     assert obj.float32_phase
     assert distributed_linear.reduced(obj).float32_phase is False
+
+
+def _ww_primal(est, X, y, C, squared):
+    """The Weston-Watkins primal of liblinear's convention (the intercept a penalised constant
+    feature of value 1): ½ Σ_k (||w_k||² + b_k²) + C Σ_i Σ_{j≠y_i} ℓ(1 − (z_{y_i} − z_j))."""
+    W, b = est.coef_, est.intercept_
+    Z = X @ W.T + b
+    n = X.shape[0]
+    slack = np.maximum(0.0, 1.0 - (Z[np.arange(n), y][:, None] - Z))
+    slack[np.arange(n), y] = 0.0
+    return 0.5 * (np.sum(W * W) + b @ b) + C * np.sum(slack ** 2 if squared else slack)
+
+
+@pytest.mark.parametrize("loss", ["hinge", "squared_hinge"])
+def test_weston_watkins_dual_cd_reaches_the_optimum(loss):
+    """multi_class="weston_watkins" by dual coordinate descent: the duality gap closes (the
+    proof for the hinge), the squared hinge's coefficients match L-BFGS-B on its smooth
+    primal run to a gradient of 1e-10, and the old subgradient solver ("sgd") ends higher."""
+    import scipy.optimize
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    C, squared = 0.5, loss == "squared_hinge"
+    warnings.simplefilter("error", ConvergenceWarning)  # the dual CD fit converges
+    est = LinearSVM(C=C, loss=loss, multi_class="weston_watkins", tol=1e-10,
+                    max_iter=100000).fit(X, y)
+    assert est.coef_.shape == (3, 4) and est.dual_coef_.shape == (3, X.shape[0])
+    alpha = est.dual_coef_.T
+    assert np.all(alpha[np.arange(X.shape[0]), y] == 0)
+    primal = _ww_primal(est, X, y, C, squared)
+    # the dual: Σ α − ½ ||W(α)||² (− Σ α² / (4 C) for the squared hinge), W(α) = coef_ here
+    xb = np.hstack([X, np.ones((X.shape[0], 1))])
+    W_alpha = (np.eye(3)[y] * alpha.sum(axis=1, keepdims=True) - alpha).T @ xb
+    np.testing.assert_allclose(W_alpha, np.c_[est.coef_, est.intercept_], atol=1e-10)
+    dual = alpha.sum() - 0.5 * np.sum(W_alpha ** 2) - (np.sum(alpha ** 2) / (4 * C)
+                                                         if squared else 0.0)
+    assert primal - dual <= 1e-8 * primal  # at the optimum, to the 1e-10 spread's reach
+    np.testing.assert_array_equal(est.support_, np.flatnonzero(alpha.max(axis=1) > 0))
+    if squared:
+        def f(theta):
+            W = theta.reshape(3, 5)
+            Z = xb @ W.T
+            m = np.maximum(0.0, 1.0 - (Z[np.arange(len(y)), y][:, None] - Z))
+            m[np.arange(len(y)), y] = 0.0
+            G = -2 * C * m  # ∂/∂Z_j of C m_j² is 2 C m_j; on Z_y, minus the row's sum
+            G[np.arange(len(y)), y] = 2 * C * m.sum(axis=1)
+            G = -G
+            return 0.5 * theta @ theta + C * np.sum(m ** 2), (W + G.T @ xb).ravel()
+        res = scipy.optimize.minimize(f, np.zeros(15), jac=True, method="L-BFGS-B",
+                                      options={"gtol": 1e-10, "ftol": 0, "maxiter": 100000})
+        ref = res.x.reshape(3, 5)
+        # strongly convex (the ½||W||² term): both within ~1e-9 of the unique optimum
+        assert _rel(np.c_[est.coef_, est.intercept_], ref) < 1e-6
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        sgd = LinearSVM(C=C, loss=loss, multi_class="weston_watkins", solver="sgd",
+                        max_iter=200).fit(X, y)
+    assert primal <= _ww_primal(sgd, X, y, C, squared)
+
+
+def test_weston_watkins_sparse_and_weights():
+    """CSR X gives the dense fit's coefficients; an integer sample weight equals repeating the
+    sample (the pairs' boxes scale with it)."""
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    kw = dict(multi_class="weston_watkins", tol=1e-10, max_iter=100000)
+    warnings.simplefilter("error", ConvergenceWarning)  # each fit converges (pytest resets)
+    dense = LinearSVM(**kw).fit(X, y)
+    sparse = LinearSVM(**kw).fit(scipy.sparse.csr_matrix(X), y)
+    np.testing.assert_allclose(sparse.coef_, dense.coef_, atol=1e-8)
+    w = np.ones(len(y))
+    w[:10] = 3
+    weighted = LinearSVM(**kw).fit(X, y, sample_weight=w)
+    repeated = LinearSVM(**kw).fit(np.r_[X, X[:10], X[:10]], np.r_[y, y[:10], y[:10]])
+    np.testing.assert_allclose(weighted.coef_, repeated.coef_, atol=1e-6)
+    np.testing.assert_allclose(weighted.intercept_, repeated.intercept_, atol=1e-6)

@@ -250,6 +250,8 @@ CPU_ONLY = {
     "softmax_hessian_rows": "the convex solvers' Hessian-vector rows (CPU, TRON)",
     "svm_dual_cd": "dual coordinate descent: one coordinate at a time",
     "svm_dual_cd_csr": "dual coordinate descent: one coordinate at a time",
+    "svm_ww_dual_cd": "dual coordinate descent: one sample's pairs at a time",
+    "svm_ww_dual_cd_csr": "dual coordinate descent: one sample's pairs at a time",
     "perceptron_epoch": "the perceptron's per-sample rule: one sample at a time",
     "perceptron_epoch_csr": "the perceptron's per-sample rule: one sample at a time",
     "svm_smo": "SMO: one pair of dual variables at a time (its kernel rows have a twin)",

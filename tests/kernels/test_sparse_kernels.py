@@ -134,6 +134,75 @@ def _svm_problem(n, d, seed, dtype):
     return x, y
 
 
+def _ww_objectives(w, alpha, x, labels, upper, diag, bias):
+    """(primal at w, dual at alpha), in float64; the dual's w is the one alpha defines (so
+    weak duality holds exactly even for a float32 w)."""
+    xb = np.hstack([x.astype(np.float64), np.full((x.shape[0], 1), bias)])
+    w = w.astype(np.float64)
+    z = xb @ w.T
+    n, k = alpha.shape
+    others = np.arange(k)[None, :] != labels[:, None]
+    slack = np.maximum(0.0, 1.0 - (z[np.arange(n), labels][:, None] - z))[others].reshape(n, -1)
+    if np.all(diag == 0):  # hinge: ℓ_i(m) = upper_i max(0, m)
+        loss = upper @ slack.sum(axis=1)
+    else:  # squared hinge: ℓ_i(m) = max(0, m)² / (2 diag_i) (= C s_i max(0, m)²)
+        loss = (1.0 / (2.0 * diag)) @ (slack ** 2).sum(axis=1)
+    a = alpha[others].reshape(n, -1)
+    w_alpha = (np.eye(k)[labels] * alpha.sum(axis=1, keepdims=True) - alpha).T @ xb
+    dual = a.sum() - 0.5 * np.sum(w_alpha ** 2) - 0.5 * diag @ (a ** 2).sum(axis=1)
+    return 0.5 * np.sum(w * w) + loss, dual
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss", ["hinge", "squared_hinge"])
+@pytest.mark.parametrize("n,d,k", [(1, 1, 3), (3, 2, 3), (37, 5, 4), (61, 17, 5)])
+def test_svm_ww_dual_cd_reaches_the_optimum_dense_and_csr(dtype, loss, n, d, k):
+    """Weston-Watkins dual coordinate descent: w is Σ of its dual variables' rows, the pairs
+    satisfy the KKT conditions, the duality gap closes, and the reference (pair by pair, no
+    shrinking), dense and CSR kernels reach the same w (the primal is strictly convex)."""
+    rng = np.random.default_rng(n + d + k)
+    x = randn(rng, (n, d), dtype)
+    labels = np.argmax(x[:, :1] * np.arange(k) + rng.gumbel(size=(n, k)), axis=1)
+    s = rng.random(n) + 0.5
+    upper, diag = (s, np.zeros(n)) if loss == "hinge" else (np.full(n, np.inf), 0.5 / s)
+    tol = 1e-5 if dtype == np.float32 else 1e-10  # as the binary solver's test
+    results = {}
+    for backend in ("reference", "cpu", "csr"):
+        w, alpha = np.zeros((k, d + 1), dtype), np.zeros((n, k))
+        if backend == "csr":
+            m = scipy.sparse.csr_matrix(x)
+            it = cpu.svm_ww_dual_cd_csr(w, alpha, m.data, m.indices, m.indptr, labels, upper,
+                                        diag, 1.0, tol, 100000, 0)
+        else:
+            mod = cpu if backend == "cpu" else reference
+            it = mod.svm_ww_dual_cd(w, alpha, x, labels, upper, diag, 1.0, tol, 100000, 0)
+        assert it < 100000, backend
+        results[backend] = (w.astype(np.float64), alpha)
+    xb = np.hstack([x.astype(np.float64), np.ones((n, 1))])
+    f32 = dtype == np.float32
+    for backend, (w, alpha) in results.items():
+        assert np.all(alpha[np.arange(n), labels] == 0) and np.all(alpha >= 0)
+        assert np.all(alpha <= upper[:, None])
+        # w_k = Σ_i (1[k = y_i] Σ_j α_ij − α_ik) x̃_i; float32 w sums float32 axpys (~6e-8 each)
+        coef = np.eye(k)[labels] * alpha.sum(axis=1, keepdims=True) - alpha
+        np.testing.assert_allclose(w, coef.T @ xb, atol=1e-4 if f32 else 1e-10,
+                                   err_msg=backend)
+        z = xb @ w.T
+        g = z[np.arange(n), labels][:, None] - z - 1.0 + alpha * diag[:, None]
+        pairs = np.arange(k)[None, :] != labels[:, None]
+        kkt = 1e-3 if f32 else 1e-8  # float32 w rounds every score by ~1e-7 relative
+        inside = pairs & (alpha > 1e-9) & (alpha < upper[:, None] - 1e-9)
+        assert np.all(np.abs(g[inside]) < kkt), backend
+        assert np.all(g[pairs & (alpha <= 1e-9)] > -kkt), backend
+        primal, dual = _ww_objectives(w, alpha, x, labels, upper, diag, 1.0)
+        # weak duality, and the gap closes at the optimum (relative to the primal's size)
+        assert primal >= dual - 1e-9 * max(1.0, abs(primal))
+        assert primal - dual <= (1e-3 if f32 else 1e-7) * max(1.0, abs(primal)), backend
+    w = results["reference"][0]
+    for backend in ("cpu", "csr"):
+        np.testing.assert_allclose(results[backend][0], w, atol=10 * kkt, err_msg=backend)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("loss", ["hinge", "squared_hinge"])
 @pytest.mark.parametrize("n,d", [(1, 1), (2, 3), (37, 5), (61, 17)])
