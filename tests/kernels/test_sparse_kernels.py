@@ -383,3 +383,27 @@ def test_cholesky_solve_matches_scipy_and_refuses_indefinite(dtype, p):
     out = np.full(p, 7.0, dtype)
     assert cpu.cholesky_solve(out, -a, b) is False
     np.testing.assert_array_equal(out, 7.0)  # untouched
+
+
+def test_fused_logistic_loss_at_extreme_and_nan_scores():
+    """The fused pass computes exp and log1p by polynomials (kernels.cpu._svm_exp,
+    _log1p_unit) so that its loss loop vectorizes: held to the NumPy twin's logaddexp over
+    scores from 0 and ±1e-300 to ±1e4 (exp(-|t|) underflowing to 0 past 708), more rows than
+    one block (_LOSS_BLOCK = 64), and a NaN score still makes the loss NaN."""
+    t = np.r_[0.0, 1e-300, -1e-300, 1e-8, -1e-8, np.linspace(-40, 40, 161), 700.0, -700.0,
+              709.0, -709.0, 745.0, -745.0, 800.0, -800.0, 1e4, -1e4]
+    n = t.size
+    x = t[:, None].copy()  # one feature: z = t with w = [1, 0]
+    rng = np.random.default_rng(6)
+    y = np.where(rng.random(n) < 0.5, 1.0, -1.0)
+    sw = rng.random(n) + 0.1
+    w = np.array([1.0, 0.0])
+    got_g, got_h, want_g, want_h = np.empty(2), np.empty(n), np.empty(2), np.empty(n)
+    f = cpu.logistic_value_grad(got_g, got_h, x, w, 1.0, y, sw)
+    want = reference.logistic_value_grad(want_g, want_h, x, w, 1.0, y, sw)
+    # the polynomials are within a few ulp of libm: ~1e-15 relative on sums of O(n) terms
+    np.testing.assert_allclose(f, want, rtol=1e-14)
+    np.testing.assert_allclose(got_g, want_g, rtol=1e-13)
+    np.testing.assert_allclose(got_h, want_h, rtol=1e-13, atol=1e-300)
+    x[3, 0] = np.nan
+    assert np.isnan(cpu.logistic_value_grad(got_g, got_h, x, w, 1.0, y, sw))
