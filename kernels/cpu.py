@@ -2501,7 +2501,9 @@ def _softmax_row_factor(r, pi, sw, y, mode, zero, one):
             m = max(m, r[k])
         acc = zero
         for k in range(k_cls):
-            e = math.exp(r[k] - m)  # the row max subtracted: exp never overflows
+            # the row max subtracted: the argument is <= 0, so exp never overflows; by
+            # polynomial (_svm_exp), so that the loop over the classes vectorizes
+            e = _svm_exp(r[k] - m, r)
             pi[k] = e
             acc += e
         loss = float(sw) * (float(m) + math.log(float(acc)) - float(r[y]))
@@ -2519,7 +2521,7 @@ def _softmax_row_factor(r, pi, sw, y, mode, zero, one):
     return 0.0
 
 
-@njit(cache=True, fastmath=FASTMATH, nogil=True)
+@njit(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
 def _softmax_rows(grad, p, x, w, bias, labels, sample_weight, mode):
     """The pass of mode 0 or 1 over every row of x into grad (D + 1, K); returns the loss
     (mode 0)."""
