@@ -1081,7 +1081,10 @@ class LogisticRegression(_LinearClassifier):
     fit_intercept : bool, default True
     solver : {"auto", "newton", "tron", "lbfgs", "gd", "sgd"}, default "auto"
         See the module docstring. "auto": Newton while the Hessian has <= 200 rows and
-        n_samples x rows² <= 2e7 on dense X, else TRON.
+        n_samples x rows² <= 2e7 on dense X, else TRON. TRON on a binary (or one-vs-rest)
+        problem with dense X of >= 1e6 entries first solves with X rounded to float32, then
+        finishes on X in float64 (_tron_float32_first: the same optimum, ~half the memory
+        traffic); its Hessian-vector products read a float32 copy of X (half X's size).
     tol : float > 0, default 1e-8
         Stop once ||∇f|| <= tol ||∇f(0)||; "sgd": once an epoch changes the loss by less.
     max_iter : int, default 100
