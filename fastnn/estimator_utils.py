@@ -165,6 +165,7 @@ class Design:
         self.shape = X.shape
         self.sparse = scipy.sparse.issparse(X)
         self._scaled = None
+        self._float32 = None
         if self.sparse:
             self._X = X
             csr = X.tocsr()
@@ -195,6 +196,16 @@ class Design:
             csc = self._X.tocsc()
             self._cols = (csc.data, csc.indices, csc.indptr)
         return self._cols
+
+    def float32(self):
+        """A float32 copy of dense X, or of sparse X's CSR values, built on first use and
+        shared by every objective on this design (the one-vs-rest problems of one fit: one
+        copy, not K). NumPy's one-thread astype: a parallel copy into new memory measured
+        6-44 ms against astype's 10 ms at 100,000 x 100 (two threads faulting in fresh pages
+        contend in the kernel)."""
+        if self._float32 is None:
+            self._float32 = (self.rows[0] if self.sparse else self.X).astype(np.float32)
+        return self._float32
 
     def rmatmul(self, R):
         """Xᵀ @ R for R of shape (n_samples, k)."""

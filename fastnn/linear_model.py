@@ -251,8 +251,8 @@ class _LogisticLoss(_Objective):
         self._w = np.zeros(self.d + 1)  # Θ with the intercept slot the kernels expect
         self._out = np.empty(self.d + 1)
         self._b = self.bias if self.p > self.d else 0.0
-        self._x32 = None  # the float32 copy of dense X (or of sparse X's values), built by
-        self._hw32 = None  # the first product; the float32 curvature, per value_grad
+        self._out32 = np.empty(self.d + 1, np.float32)
+        self._hw32 = None  # the float32 curvature, per value_grad
         self.float32_phase = (not design.sparse
                               and design.shape[0] * design.shape[1] >= self.hessp_float32_min)
 
@@ -283,12 +283,10 @@ class _LogisticLoss(_Objective):
 
     def _hessp_csr_float32(self, w):
         """data_hessp on sparse X in float32 (hessp_float32_min)."""
-        data, indices, indptr = self.X.rows
-        if self._x32 is None:
-            self._x32, self._out32 = data.astype(np.float32), np.empty(self.d + 1, np.float32)
+        _, indices, indptr = self.X.rows
         if self._hw32 is None:
             self._hw32 = self.hw.astype(np.float32)
-        cpu.weighted_hessp_csr(self._out32, self._x32, indices, indptr, self._hw32,
+        cpu.weighted_hessp_csr(self._out32, self.X.float32(), indices, indptr, self._hw32,
                                w.astype(np.float32), self._b)
         return self._out32[:self.p].astype(np.float64)
 
@@ -296,11 +294,7 @@ class _LogisticLoss(_Objective):
         """Dense X as the Hessian-vector products read it (hessp_float32_min)."""
         if self.X.X.size < self.hessp_float32_min or self.x_precision == "float64":
             return self.X.X
-        if self._x32 is None:
-            # NumPy's one-thread astype: a parallel copy into new memory measured 6-44 ms
-            # against astype's 10 ms (two threads faulting in fresh pages contend in the kernel)
-            self._x32 = self.X.X.astype(np.float32)
-        return self._x32
+        return self.X.float32()
 
     def data_hessian(self):
         if self.X.sparse or self.X.shape[0] * self.p ** 2 > _NEWTON_MAX_WORK:

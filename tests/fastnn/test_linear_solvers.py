@@ -601,3 +601,27 @@ def test_weston_watkins_sparse_and_weights():
     repeated = LinearSVM(**kw).fit(np.r_[X, X[:10], X[:10]], np.r_[y, y[:10], y[:10]])
     np.testing.assert_allclose(weighted.coef_, repeated.coef_, atol=1e-6)
     np.testing.assert_allclose(weighted.intercept_, repeated.intercept_, atol=1e-6)
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "CSR"])
+def test_one_vs_rest_problems_share_one_float32_copy(sparse):
+    """The float32 copy the Hessian-vector products (and TRON's first phase) read is the
+    design's, built once: K one-vs-rest problems hold one copy of X's values, not K."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((5000, 211))
+    X = scipy.sparse.csr_matrix(X) if sparse else X
+    design = Design(X)
+    objs = [linear_model._LogisticLoss(design, np.sign(rng.standard_normal(5000)),
+                                       np.ones(5000), True, 1.0) for _ in range(3)]
+    v = rng.standard_normal(212)
+    for obj in objs:
+        obj.value_grad(np.zeros(212))
+        obj.hessp(v)
+    assert design._float32 is not None  # built through the design by the objectives
+    assert design.float32() is design._float32  # memoised: the same array every time
+    values = (X.nnz if sparse else X.size)
+    for obj in objs:  # and no objective holds a copy of its own
+        assert not any(isinstance(a, np.ndarray) and a.dtype == np.float32 and a.size >= values
+                       for a in vars(obj).values())
+    want = (X.data if sparse else X).astype(np.float32)
+    np.testing.assert_array_equal(design.float32(), want)
