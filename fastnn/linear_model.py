@@ -61,13 +61,12 @@ import scipy.sparse.linalg
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
-from threadpoolctl import ThreadpoolController
 
 from . import distributed_linear, optim
 from .estimator_utils import (Design, check_classifier_data, check_predict_data,
-                              check_sample_weight, check_sparse, fit_guard, seed_from, sigmoid,
-                              softmax, solver_thread_limit, solver_threads, train_linear,
-                              validate_data)
+                              check_sample_weight, check_sparse, fit_guard, one_blas_thread,
+                              seed_from, sigmoid, softmax, solver_thread_limit, solver_threads,
+                              train_linear, validate_data)
 from .kernels import cpu
 
 __all__ = ["LinearRegression", "LogisticRegression", "SoftmaxRegression", "Perceptron",
@@ -230,9 +229,10 @@ class _LogisticLoss(_Objective):
     cg_forcing = 0.5
     compiled_products = True
     # Dense X of at least this many entries: the Hessian-vector products read a float32 copy
-    # of X (sums in float64). They only shape TRON's steps (its CG stops at a residual of
-    # 0.5 relative), while the value and gradient, which decide the answer and when to stop,
-    # read X itself; X's rounding to float32 (2^-24 relative) perturbs each product by about
+    # of X (sums in float64; Design.float32, one per fit). They only shape TRON's steps (its
+    # CG stops at a residual of 0.5 relative), while the value and gradient, which decide the
+    # answer and when to stop, read X itself (after _tron_float32_first's first phase); X's
+    # rounding to float32 (2^-24 relative) perturbs each product by about
     # that, far below CG's own stopping error. A dense pass is bound by memory traffic, so
     # the product reads half the bytes: 1.5x faster per product at 20,000 and 100,000 x 100
     # (one thread), for a copy half X's size. Sparse X of at least this many non-zeros: the
@@ -267,7 +267,7 @@ class _LogisticLoss(_Objective):
             f = cpu.logistic_value_grad_csr(self._out, self.hw, *self.X.rows, w, self._b,
                                             self.y, self.s)
         else:
-            x = self._hessp_design() if self.x_precision == "float32" else self.X.X
+            x = self.X.float32() if self.x_precision == "float32" else self.X.X
             f = cpu.logistic_value_grad(self._out, self.hw, x, w, self._b, self.y, self.s)
         return f, self._out[:self.p].copy()
 
@@ -457,9 +457,6 @@ class _SquaredHingeLoss(_Objective):
 # Each takes an _Objective, a start θ0, tol (on ||∇f|| relative to ||∇f(θ0)||) and max_iter,
 # and returns (θ, iterations, converged).
 
-_CONTROLLER = []
-
-
 def _small_blas(order):
     """One BLAS thread for a factorisation or a ?syrk of order < 1000: OpenBLAS's threaded
     ?potrf on a 130 x 130 matrix measured 150 ms on the shared 2-core machine against 1.7 ms
@@ -467,14 +464,7 @@ def _small_blas(order):
     14 ms (load ~2; 334 ms against 17 ms at load 4); larger ones keep every thread."""
     if order >= 1000:
         return contextlib.nullcontext()
-    return _one_blas_thread()
-
-
-def _one_blas_thread():
-    """Every BLAS library at one thread for the block (threadpoolctl; ~26 µs a block)."""
-    if not _CONTROLLER:
-        _CONTROLLER.append(ThreadpoolController())  # inspecting the libraries costs ~1 ms
-    return _CONTROLLER[0].limit(limits=1, user_api="blas")
+    return one_blas_thread()
 
 
 def _newton_step(H, g):
@@ -695,7 +685,7 @@ def _solve(obj, solver, tol, max_iter, curvature=0.25, lr=None):
     one, against numba's threads running the next pass: W6's 20,000 x 20,000 CSR logistic fit
     took 706 ms on two numba threads with BLAS threaded, 116 ms with BLAS on one thread (162
     ms with everything on one thread; quiet machine)."""
-    with _one_blas_thread() if obj.compiled_products else contextlib.nullcontext():
+    with one_blas_thread() if obj.compiled_products else contextlib.nullcontext():
         return _run_solver(obj, solver, tol, max_iter, curvature, lr)
 
 
@@ -961,7 +951,7 @@ class LinearRegression(RegressorMixin, BaseEstimator):
         BLAS serves only vector operations and the small Gram solve, on one thread: threaded,
         its spinning workers stalled numba's passes (W6's 200,000 x 2,000 CSR ridge fit 109
         ms with BLAS threaded, 67.5 ms on one thread; quiet machine)."""
-        with _one_blas_thread():
+        with one_blas_thread():
             return self._solve_sparse(X, Y, sw)
 
     def _solve_sparse(self, X, Y, sw):

@@ -1448,6 +1448,14 @@ def _svm_pg(g, a, u, pg_max_old, pg_min_old):
 
 
 @njit(cache=True, inline="always")
+def _shuffle_active(index, active):
+    """Fisher-Yates over index[:active], from numba's seeded generator: a pass's order."""
+    for s in range(active - 1, 0, -1):
+        t = np.random.randint(0, s + 1)
+        index[s], index[t] = index[t], index[s]
+
+
+@njit(cache=True, inline="always")
 def _svm_pass_end(pg_max, pg_min, tol, active, n_active, olds):
     """liblinear's end-of-pass test: returns (stop, active, pg_max_old, pg_min_old)."""
     if pg_max - pg_min <= tol:
@@ -1521,9 +1529,7 @@ def _svm_dual_cd(w, alpha, x, data, indices, indptr, dense, y, upper, diag, bias
     it = 0
     while it < max_iter:
         pg_max, pg_min = -math.inf, math.inf
-        for s in range(active - 1, 0, -1):  # Fisher-Yates over the active set
-            t = np.random.randint(0, s + 1)
-            index[s], index[t] = index[t], index[s]
+        _shuffle_active(index, active)
         s = 0
         while s < active:
             i = index[s]
@@ -1597,9 +1603,7 @@ def _svm_ww_dual_cd(w, alpha, x, data, indices, indptr, dense, labels, upper, di
     it = 0
     while it < max_iter:
         pg_max, pg_min = -math.inf, math.inf
-        for s in range(active - 1, 0, -1):
-            t = np.random.randint(0, s + 1)
-            index[s], index[t] = index[t], index[s]
+        _shuffle_active(index, active)
         s = 0
         while s < active:
             i = index[s]

@@ -737,19 +737,9 @@ def _w6_sklearn(kind, param, fit_intercept, solver, tol):
                        max_iter=100_000)
 
 
-_BLAS = []  # one threadpoolctl controller (inspecting the libraries costs ~1 ms)
-
-
-def one_thread():
-    """Every BLAS library at one thread for the block."""
-    from threadpoolctl import ThreadpoolController
-    if not _BLAS:
-        _BLAS.append(ThreadpoolController())
-    return _BLAS[0].limit(limits=1, user_api="blas")
-
-
 def _fit_one_thread(est, X, y):
-    with one_thread():
+    from ..estimator_utils import one_blas_thread  # scikit-learn's side: imported with it
+    with one_blas_thread():
         return est.fit(X, y)
 
 
@@ -766,6 +756,8 @@ def w6_row(problem, tight=True):
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
+
+    from ..estimator_utils import one_blas_thread
     name, kind, X, y, param, fit_intercept, solvers = problem
     # ridge: a tol no CG reaches, so the reference is the direct (Cholesky) solve
     tight_kw = {"tol": 1e-13, "max_iter": 100_000} if kind != "ridge" else {"tol": 1e-15}
@@ -803,7 +795,7 @@ def w6_row(problem, tight=True):
                 # threaded BLAS can contend with itself (its lbfgs on 50,000 x 50,000 CSR:
                 # 1.19 s on one thread, 2.22 s on two), so the best peer is the faster of
                 # the two configurations; its error is checked at one thread too
-                with one_thread():
+                with one_blas_thread():
                     err1 = _w6_error(_w6_coef(_w6_sklearn(kind, param, fit_intercept, solver,
                                                           tol).fit(X, y), kind), ref)
                 best["error_1_thread"] = err1
