@@ -335,6 +335,30 @@ def test_fused_passes_match_twins_dense_and_csr(dtype, bias, n, d, density):
                                          bias], tol, backends=CPU)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+# CSR of >= cpu._CSR_TWO_PHASE_MIN_D columns: each chunk's dot products, then its axpys.
+# One row; a prime width with an empty column or two; 4,001 rows at 2 % (~2.6e6 units of
+# work): the rows split into chunks, each two phases
+@pytest.mark.parametrize("n,d,density", [(1, 8192, 0.01), (37, 8209, 0.01),
+                                         (4001, 8209, 0.02)])
+def test_fused_csr_passes_two_phase_match_twins(dtype, n, d, density):
+    assert d >= cpu._CSR_TWO_PHASE_MIN_D
+    rng = np.random.default_rng(n)
+    xs = scipy.sparse.random(n, d, density=density, random_state=rng, format="csr")
+    y = np.where(rng.random(n) < 0.5, -1.0, 1.0).astype(dtype)
+    w, sw = randn(rng, d + 1, dtype), rng.random(n).astype(dtype)
+    # float32 sums over ~160 non-zeros a row, then up to 4,001 rows into a column
+    tol = STEP_TOL[dtype] if dtype == np.float64 else (2e-4, 2e-4)
+    res = check_backends("logistic_value_grad_csr", [np.empty(d + 1, dtype), np.empty(n, dtype),
+                                                     xs.data.astype(dtype), xs.indices,
+                                                     xs.indptr, w, 1.0, y, sw], tol,
+                         backends=CPU)
+    hw = res["reference"][1][1]
+    check_backends("weighted_hessp_csr", [np.empty(d + 1, dtype), xs.data.astype(dtype),
+                                          xs.indices, xs.indptr, hw, randn(rng, d + 1, dtype),
+                                          1.0], tol, backends=CPU)
+
+
 def test_weighted_hessp_float32_x_sums_in_float64():
     """fastnn.linear_model's TRON reads a float32 copy of dense X in its Hessian-vector
     products, with float64 curvature, direction and output: the product of the rounded X,
