@@ -887,7 +887,12 @@ class LinearRegression(RegressorMixin, BaseEstimator):
         # w @ X is one gemv; np.average(X, weights=w) would allocate an n x p product first
         return (w @ X) / w.sum(), (w @ Y) / w.sum()
 
-    _BLOCK_ROWS = 16384  # rows centred at a time by the Cholesky path (13 MB at 100 features)
+    # the Cholesky path centres _BLOCK_ROWS rows at a time into one buffer per thread (1.6 MB
+    # at 100 features: the ?syrk then reads them from cache, and no block faults in fresh
+    # pages; 16,384-row blocks, a new array each, took 57 ms against 35 ms at 100,000 x 100
+    # on two threads), and splits the rows over the cores from _PART_ROWS rows a part
+    _BLOCK_ROWS = 2048
+    _PART_ROWS = 16384
 
     def _fit_closed_form(self, X, Y, sw, solver):
         w = np.ones(X.shape[0]) if sw is None else sw
@@ -907,9 +912,12 @@ class LinearRegression(RegressorMixin, BaseEstimator):
         # centring is exact (not XᵀX − n x̄x̄ᵀ, which cancels digits when |x̄| >> spread)
         def normal_equations(lo, hi):
             A, B = np.zeros((p, p)), np.zeros((p, Y.shape[1]))
+            buf = np.empty((min(self._BLOCK_ROWS, hi - lo), p))
             for start in range(lo, hi, self._BLOCK_ROWS):
                 rows = slice(start, min(start + self._BLOCK_ROWS, hi))
-                Xb, Yb = X[rows] - x_mean, Y[rows] - y_mean
+                Xb = buf[:rows.stop - start]
+                np.subtract(X[rows], x_mean, out=Xb)
+                Yb = Y[rows] - y_mean
                 if sw is not None:
                     root = np.sqrt(w[rows])[:, None]
                     Xb *= root
@@ -924,7 +932,7 @@ class LinearRegression(RegressorMixin, BaseEstimator):
         # fixed by the cores, the threads that run them by the load (solver_threads), so the
         # sum and its rounding do not depend on the load
         n = X.shape[0]
-        parts = min(_N_CORES, max(1, n // self._BLOCK_ROWS))
+        parts = min(_N_CORES, max(1, n // self._PART_ROWS))
         bounds = [(k * n // parts, (k + 1) * n // parts) for k in range(parts)]
         with _small_blas(p):
             if parts == 1:

@@ -75,6 +75,24 @@ def test_linear_regression_multi_output_and_weights():
     np.testing.assert_allclose(weighted.coef_, repeated.coef_, atol=1e-8)
 
 
+@pytest.mark.parametrize("n", [2049, 33_001])
+def test_linear_regression_normal_equations_over_blocks_and_parts(n):
+    """The Cholesky path sums the normal equations _BLOCK_ROWS rows at a time (one centring
+    buffer per part), over two parts of the rows from 2 x _PART_ROWS: 2,049 rows are two
+    blocks, the last of one row; 33,001 rows are two parts of several blocks. Weighted and
+    multi-output, against scikit-learn's Ridge on the same data."""
+    assert n > LinearRegression._BLOCK_ROWS
+    rng = np.random.default_rng(n)
+    X = 3.0 + rng.standard_normal((n, 7))  # an offset: the centring matters
+    Y = X @ rng.standard_normal((7, 2)) + rng.standard_normal((n, 2))
+    w = rng.integers(0, 3, n).astype(float)  # zeros drop samples
+    est = LinearRegression(alpha=2.0).fit(X, Y, sample_weight=w)
+    ref = Ridge(alpha=2.0, solver="cholesky").fit(X, Y, sample_weight=w)
+    # both solve the same 7 x 7 system in float64 (κ ~ 10): rounding only
+    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(est.intercept_, ref.intercept_, rtol=1e-10, atol=1e-12)
+
+
 # --------------------------------------------------------------------------- perceptron
 
 def numpy_perceptron(X, y, n_classes, max_iter):
