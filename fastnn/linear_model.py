@@ -18,10 +18,11 @@ minimiser, by one of
               built by BLAS ?syrk (the multinomial one as K(K+1)/2 such blocks), a Cholesky
               solve and a backtracking (Armijo) line search;
     "tron"    trust-region Newton-CG (Lin, Weng & Keerthi 2008, liblinear's TRON): conjugate
-              gradients on Hessian-vector products, each two passes over X, never a d x d
-              matrix; liblinear 2.2+'s diagonal preconditioner is an option (_tron's
-              precondition, _Objective.precondition), off by default: on W6's rows it saved
-              no Hessian-vector products at the same accuracy (their features share a scale);
+              gradients on Hessian-vector products, each one fused pass over X (the binary
+              logistic loss, the dense softmax) or two, never a d x d matrix; liblinear
+              2.2+'s diagonal preconditioner is an option (_tron's precondition,
+              _Objective.precondition), off by default: on W6's rows it saved no
+              Hessian-vector products at the same accuracy (their features share a scale);
     "lbfgs"   SciPy's L-BFGS-B on the same loss and gradient;
     "gd"      seed 003's full-batch gradient descent w ← w − α ∇f, α = 1 / L (L the gradient's
               Lipschitz constant bound), deterministic;
