@@ -105,8 +105,8 @@ def compare():
                 once = _timed_fit(clone(est), X_tr, y_tr)
                 first = once if first is None else first
                 fitted = clone(est)
-                scores += [None, _timed_fit(fitted, X_tr, y_tr)]
-                scores[-2] = fitted.score(X_te, y_te)
+                seconds = _timed_fit(fitted, X_tr, y_tr)
+                scores += [fitted.score(X_te, y_te), seconds]
             rows.append((name, ds, *scores, first))
     return rows
 

@@ -2266,12 +2266,19 @@ def _fused_chunk(g, hw, x, data, indices, indptr, dense, w, bias, y, sample_weig
     go in blocks of `block`: their scores (a row dot product each), then per row the
     derivative in z (mode 0: with the loss and curvature, in one loop over the block that
     vectorizes, exp and log1p by polynomials: _svm_exp, _log1p_unit; libm's calls kept it
-    scalar at ~44 ns a row) or hw times the score (mode 1), then the axpys. _fused_rows
-    picks the block: see _CSR_TWO_PHASE_MIN_D."""
+    scalar at ~44 ns a row) or hw times the score (mode 1), then the axpys; mode 1 with a
+    block of 1 takes each row's dot and axpy together. _fused_rows picks the block: see
+    _CSR_TWO_PHASE_MIN_D."""
     d = g.shape[0] - 1
     one = _typed(g, 1.0)
     zero = _typed(g, 0.0)
     b = _typed(g, bias)
+    if mode == 1 and block == 1:  # row by row, no block buffer: short CSR rows (ridge's
+        for i in range(lo, hi):   # 10 non-zeros) pay for the block loops' setup
+            u = hw[i] * (_typed(g, _row_dot(w, x, data, indices, indptr, i, dense)) + w[d] * b)
+            _row_axpy(g, u, x, data, indices, indptr, i, dense)
+            g[d] += u * b
+        return 0.0
     total = 0.0
     zb = np.empty(max(0, min(block, hi - lo)), g.dtype)
     for start in range(lo, hi, block):
@@ -2336,9 +2343,10 @@ def _fused_parallel(grad, hw, x, data, indices, indptr, dense, w, bias, y, sampl
 # into the chunk's sums). Row by row, w and the sums (two (D + 1,) vectors) share L2 with
 # X's stream, and at D = 50,000 (float32: 2 x 200 KB of Zen 3's 512 KB) they evict each
 # other: a Hessian-vector product at 50,000 x 50,000, 0.2 %, took 8.2-8.9 ms on 2 threads,
-# 5.7-6.4 ms in two phases (10,000 columns: 4.8-5.8 -> 4.9-4.5 ms, noisy; 20,000: 1.2 ->
-# 0.9 ms); each phase keeps one vector hot, at the price of reading the chunk's rows twice
-# (at 2,000 columns the one-phase pass is 10 % faster). The sums go in the same order.
+# 5.7-6.4 ms in two phases (at 20,000 columns 1.2 -> 0.9 ms; at 10,000 about even, 4.5-5.8
+# ms either way, noisy); each phase keeps one vector hot, at the price of reading the
+# chunk's rows twice (at 2,000 columns the one-phase pass is 10 % faster). The sums go in
+# the same order.
 _CSR_TWO_PHASE_MIN_D = 8192
 
 
