@@ -2342,11 +2342,12 @@ def _fused_parallel(grad, hw, x, data, indices, indptr, dense, w, bias, y, sampl
 # a chunk is two phases, the row dot products (gathers from w), then the axpys (scatters
 # into the chunk's sums). Row by row, w and the sums (two (D + 1,) vectors) share L2 with
 # X's stream, and at D = 50,000 (float32: 2 x 200 KB of Zen 3's 512 KB) they evict each
-# other: a Hessian-vector product at 50,000 x 50,000, 0.2 %, took 8.2-8.9 ms on 2 threads,
-# 5.7-6.4 ms in two phases (at 20,000 columns 1.2 -> 0.9 ms; at 10,000 about even, 4.5-5.8
-# ms either way, noisy); each phase keeps one vector hot, at the price of reading the
-# chunk's rows twice (at 2,000 columns the one-phase pass is 10 % faster). The sums go in
-# the same order.
+# other: a Hessian-vector product at 50,000 x 50,000, 0.2 %, took 9.8 ms a call inside
+# W6's fit on 2 threads, 7.0-7.2 ms in two phases (in a bare loop, a one-phase test kernel
+# 8.2-8.9 ms, a two-phase one 5.7-6.4; at 20,000 columns 1.2 -> 0.9 ms; at 10,000 about
+# even, 4.5-5.8 ms either way, noisy); each phase keeps one vector hot, at the price of
+# reading the chunk's rows twice (at 2,000 columns the one-phase pass is 10 % faster). The
+# sums go in the same order.
 _CSR_TWO_PHASE_MIN_D = 8192
 
 

@@ -21,6 +21,17 @@ def test_smoke_suite_runs_checks_and_writes_results(tmp_path, capsys):
     assert {"numpy", "torch eager, 1 thread", "scikit-learn"} <= set(w1["rows"])
     assert len(saved["w3"]) == 4 and len(saved["w4"]) == 2
     assert all(r["max_rel_err"] < 1e-5 for r in saved["w4"])
+    # W6: the ratio against every scikit-learn configuration, and against its default threads
+    # only (a subset of the peers, so never a smaller ratio)
+    assert saved["w6"]
+    for r in saved["w6"]:
+        default = {k: v for k, v in r["sklearn_s"].items() if not k.endswith(", 1 thread")}
+        if not default:  # no scikit-learn solver reached the optimum: no ratio
+            assert r["ratio_default_threads"] is None
+            continue
+        assert r["fastest_default_threads"] == min(default, key=default.get)
+        assert r["ratio_default_threads"] == default[r["fastest_default_threads"]] / r["fastnn_s"]
+        assert r["ratio"] <= r["ratio_default_threads"]
     out = capsys.readouterr().out
     assert "== targets" in out and "W1 vs numpy" in out
 
