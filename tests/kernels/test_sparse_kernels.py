@@ -337,8 +337,8 @@ def test_fused_passes_match_twins_dense_and_csr(dtype, bias, n, d, density):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 # CSR of >= cpu._CSR_TWO_PHASE_MIN_D columns: each chunk's dot products, then its axpys.
-# One row; a prime width with an empty column or two; 4,001 rows at 2 % (~2.6e6 units of
-# work): the rows split into chunks, each two phases
+# One row; a prime width, most of its columns empty (37 rows at 1 %); 4,001 rows at 2 %
+# (~2.6e6 units of work): the rows split into chunks, each two phases
 @pytest.mark.parametrize("n,d,density", [(1, 8192, 0.01), (37, 8209, 0.01),
                                          (4001, 8209, 0.02)])
 def test_fused_csr_passes_two_phase_match_twins(dtype, n, d, density):
