@@ -97,6 +97,7 @@ def reduced(objective):
     # every rank must make the same sequence of calls: a float32 first phase chosen by each
     # rank's own row count (linear_model._tron_float32_first) could differ between ranks
     objective.float32_phase = False
+    objective.step_scores = False  # its products' scores are this rank's rows only
     objective.data_value_grad = data_value_grad
     objective.data_hessp = lambda v: sum_across(hessp(v))
     objective.data_hessian = lambda: sum_across(hessian())

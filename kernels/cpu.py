@@ -2260,24 +2260,99 @@ def _n_chunks(n, work, p):
 
 
 @njit(cache=True, inline="always")
+def _logistic_row(zb, hw, y, sample_weight, i, r):
+    """Row i of the fused logistic pass, its score in zb[r]: zb[r] becomes the derivative in
+    z, hw[i] the curvature; returns t = y_i z_i and e = exp(−|t|) <= 1 (neither overflows)."""
+    one = _typed(zb, 1.0)
+    yi = _typed(zb, y[i])
+    t = yi * zb[r]
+    e = _svm_exp(-abs(t), zb)
+    q = one / (one + e)
+    s = q if t >= _typed(zb, 0.0) else e * q  # σ(t), each branch exact for t's sign
+    sw = _typed(zb, sample_weight[i])
+    zb[r] = sw * (s - one) * yi
+    hw[i] = sw * s * (one - s)
+    return t, e
+
+
+# e >= this: the loss's log1p(e) terms of equal-weight rows are summed as the log of the
+# product of the (1 + e) (_logistic_rows); below it, by log1p's series to e⁶
+_LOG_PRODUCT_MIN = 2.0 ** -10
+
+
+@njit(cache=True, inline="always")
+def _logistic_rows(zb, hw, y, sample_weight, start, lo, hi):
+    """Rows start + lo .. start + hi (at most _LOSS_BLOCK) of the fused logistic pass
+    (_logistic_row each, in one loop that vectorizes); returns their loss Σ s_i softplus(−t_i),
+    softplus(−t) = max(−t, 0) + log1p(e), written so that a NaN score (which _svm_exp maps to
+    e = 0) still makes the loss NaN. Rows of equal weight (the usual case: C times ones) sum
+    their log1p(e) as log Π (1 + e) over e >= _LOG_PRODUCT_MIN (one libm log a block: at most
+    2^64, and each factor's rounding errs by 2^-53 absolute, <= 1.1e-13 of its term), plus
+    e − e²/2 + … − e⁶/6 below it (truncation < e⁷/7, 1e-19 relative): the series of
+    _log1p_unit, 17 terms and a division a row, took ~45 % of the loss loop (2.2 -> 1.2 ms
+    per 100,000 rows, one thread). Other weights keep _log1p_unit."""
+    zero = _typed(zb, 0.0)
+    sw0 = sample_weight[start + lo]
+    equal = True
+    for r in range(lo, hi):
+        equal = equal and sample_weight[start + r] == sw0
+    if equal:
+        hinge, prod, small = 0.0, 1.0, 0.0
+        for r in range(lo, hi):
+            t, e = _logistic_row(zb, hw, y, sample_weight, start + r, r)
+            neg = -t
+            hinge += float(zero if neg <= zero else neg)
+            ef = float(e)
+            big = ef >= _LOG_PRODUCT_MIN
+            prod *= (1.0 + ef) if big else 1.0
+            small += 0.0 if big else ef * (1.0 - ef * (0.5 - ef * (
+                1.0 / 3.0 - ef * (0.25 - ef * (0.2 - ef * (1.0 / 6.0))))))
+        return float(_typed(zb, sw0)) * (hinge + math.log(prod) + small)
+    total = 0.0
+    for r in range(lo, hi):
+        t, e = _logistic_row(zb, hw, y, sample_weight, start + r, r)
+        neg = -t
+        total += float(_typed(zb, sample_weight[start + r])) * float(
+            (zero if neg <= zero else neg) + _log1p_unit(e, zb))
+    return total
+
+
+@njit(cache=True, inline="always")
+def _row_axpy2(g, a, h, c, x, data, indices, indptr, i, dense):
+    """g[:D] += a · x_i and h[:D] += c · x_i, a dense row read once."""
+    if dense:
+        xi = x[i]
+        for j in range(xi.shape[0]):
+            g[j] += a * xi[j]
+            h[j] += c * xi[j]
+    else:
+        _row_axpy(g, a, x, data, indices, indptr, i, dense)
+        _row_axpy(h, c, x, data, indices, indptr, i, dense)
+
+
+@njit(cache=True, inline="always")
 def _fused_chunk(g, hw, x, data, indices, indptr, dense, w, bias, y, sample_weight, mode,
-                 lo, hi, block):
+                 lo, hi, block, u):
     """Rows lo..hi of _fused_rows into g (zeroed by the caller); returns their loss. The rows
     go in blocks of `block`: their scores (a row dot product each), then per row the
-    derivative in z (mode 0: with the loss and curvature, in one loop over the block that
-    vectorizes, exp and log1p by polynomials: _svm_exp, _log1p_unit; libm's calls kept it
-    scalar at ~44 ns a row) or hw times the score (mode 1), then the axpys; mode 1 with a
-    block of 1 takes each row's dot and axpy together. _fused_rows picks the block: see
-    _CSR_TWO_PHASE_MIN_D."""
-    d = g.shape[0] - 1
-    one = _typed(g, 1.0)
-    zero = _typed(g, 0.0)
+    derivative in z (mode 0: with the loss and curvature, _logistic_rows, in loops of
+    _LOSS_BLOCK rows that vectorize; libm's exp and log1p kept them scalar at ~44 ns a row)
+    or hw times the score (mode 1), then the axpys; mode 1 with a block of 1 takes each
+    row's dot and axpy together. _fused_rows picks the block: see
+    _CSR_TWO_PHASE_MIN_D. u (N,), unless empty: in mode 0 the scores Xb s of a direction s,
+    read, and g is (2 (D + 1),), its second half getting Xbᵀ diag(hw) u with the new hw (the
+    Hessian along s, in the same axpys); in mode 1 written, with the scores Xb v."""
+    d = w.shape[0] - 1
     b = _typed(g, bias)
+    along = u.shape[0] > 0
     if mode == 1 and block == 1:  # row by row, no block buffer: short CSR rows (ridge's
         for i in range(lo, hi):   # 10 non-zeros) pay for the block loops' setup
-            u = hw[i] * (_typed(g, _row_dot(w, x, data, indices, indptr, i, dense)) + w[d] * b)
-            _row_axpy(g, u, x, data, indices, indptr, i, dense)
-            g[d] += u * b
+            z = _typed(g, _row_dot(w, x, data, indices, indptr, i, dense)) + w[d] * b
+            if along:
+                u[i] = z
+            z *= hw[i]
+            _row_axpy(g, z, x, data, indices, indptr, i, dense)
+            g[d] += z * b
         return 0.0
     total = 0.0
     zb = np.empty(max(0, min(block, hi - lo)), g.dtype)
@@ -2287,25 +2362,25 @@ def _fused_chunk(g, hw, x, data, indices, indptr, dense, w, bias, y, sample_weig
             zb[r] = _typed(g, _row_dot(w, x, data, indices, indptr, start + r, dense)) + w[d] * b
         if mode == 1:
             for r in range(m):
+                if along:
+                    u[start + r] = zb[r]
                 zb[r] *= hw[start + r]
         else:
+            for sub in range(0, m, _LOSS_BLOCK):
+                total += _logistic_rows(zb, hw, y, sample_weight, start, sub,
+                                        min(m, sub + _LOSS_BLOCK))
+        if mode == 0 and along:
+            h = g[d + 1:]
             for r in range(m):
                 i = start + r
-                yi = _typed(g, y[i])
-                t = yi * zb[r]
-                e = _svm_exp(-abs(t), g)  # exp(-|t|) <= 1: neither overflows
-                q = one / (one + e)
-                s = q if t >= zero else e * q  # σ(t), each branch exact for t's sign
-                sw = _typed(g, sample_weight[i])
-                zb[r] = sw * (s - one) * yi  # the derivative in z, in place of z
-                hw[i] = sw * s * (one - s)
-                # softplus(−t) = max(−t, 0) + log1p(exp(−|t|)), written so that a NaN score
-                # (which _svm_exp maps to e = 0) still makes the loss NaN
-                neg = -t
-                total += float(sw) * float((zero if neg <= zero else neg) + _log1p_unit(e, g))
-        for r in range(m):
-            _row_axpy(g, zb[r], x, data, indices, indptr, start + r, dense)
-            g[d] += zb[r] * b
+                c = hw[i] * _typed(g, u[i])
+                _row_axpy2(g, zb[r], h, c, x, data, indices, indptr, i, dense)
+                g[d] += zb[r] * b
+                h[d] += c * b
+        else:
+            for r in range(m):
+                _row_axpy(g, zb[r], x, data, indices, indptr, start + r, dense)
+                g[d] += zb[r] * b
     return total
 
 
@@ -2313,15 +2388,15 @@ def _fused_chunk(g, hw, x, data, indices, indptr, dense, w, bias, y, sample_weig
 # loss loop scalar; its divisors, 1 + e and 2 + u, are >= 1)
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _fused_serial(grad, hw, x, data, indices, indptr, dense, w, bias, y, sample_weight, mode,
-                  block):
+                  block, u):
     grad[:] = 0
     return _fused_chunk(grad, hw, x, data, indices, indptr, dense, w, bias, y, sample_weight,
-                        mode, 0, hw.shape[0], block)
+                        mode, 0, hw.shape[0], block, u)
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
 def _fused_parallel(grad, hw, x, data, indices, indptr, dense, w, bias, y, sample_weight,
-                    mode, chunks, block):
+                    mode, chunks, block, u):
     n = hw.shape[0]
     p = grad.shape[0]
     part = np.zeros((chunks, p), grad.dtype)
@@ -2329,7 +2404,7 @@ def _fused_parallel(grad, hw, x, data, indices, indptr, dense, w, bias, y, sampl
     for c in prange(chunks):
         loss[c] = _fused_chunk(part[c], hw, x, data, indices, indptr, dense, w, bias, y,
                                sample_weight, mode, c * n // chunks, (c + 1) * n // chunks,
-                               block)
+                               block, u)
     for j in range(p):
         acc = part[0, j]
         for c in range(1, chunks):
@@ -2352,23 +2427,24 @@ _CSR_TWO_PHASE_MIN_D = 8192
 
 
 @njit(cache=True)
-def _fused_rows(grad, hw, x, data, indices, indptr, dense, w, bias, y, sample_weight, mode):
+def _fused_rows(grad, hw, x, data, indices, indptr, dense, w, bias, y, sample_weight, mode,
+                u):
     """mode 0: the logistic loss's value, gradient (into grad) and curvature (into hw);
-    mode 1: the data term of a Hessian-vector product Xᵀ diag(hw) X w (into grad)."""
+    mode 1: the data term of a Hessian-vector product Xᵀ diag(hw) X w (into grad). u: see
+    _fused_chunk (empty: none)."""
     n = hw.shape[0]
     # a CSR non-zero costs ~4x a dense entry (an index load, a gather and a scatter that
     # do not vectorise: ~3 ns against ~0.7 ns), so it counts 4 multiply-adds of work
-    chunks = _n_chunks(n, n * (grad.shape[0] - 1) if dense else 4 * data.shape[0],
-                       grad.shape[0])
-    if not dense and grad.shape[0] - 1 >= _CSR_TWO_PHASE_MIN_D:
+    chunks = _n_chunks(n, n * (w.shape[0] - 1) if dense else 4 * data.shape[0], w.shape[0])
+    if not dense and w.shape[0] - 1 >= _CSR_TWO_PHASE_MIN_D:
         block = max(1, n)
     else:  # mode 1 row by row (a block of 1): its dot and axpy read the row from L1
         block = _LOSS_BLOCK if mode == 0 else 1
     if chunks == 1:
         return _fused_serial(grad, hw, x, data, indices, indptr, dense, w, bias, y,
-                             sample_weight, mode, block)
+                             sample_weight, mode, block, u)
     return _fused_parallel(grad, hw, x, data, indices, indptr, dense, w, bias, y,
-                           sample_weight, mode, chunks, block)
+                           sample_weight, mode, chunks, block, u)
 
 
 @njit(cache=True)
@@ -2376,28 +2452,53 @@ def logistic_value_grad(grad, hw, x, w, bias, y, sample_weight):
     """_fused_rows mode 0 over the rows of dense x (N, D)."""
     no_index = np.empty(0, np.int64)
     return _fused_rows(grad, hw, x, np.empty(0, x.dtype), no_index, no_index, True, w, bias,
-                       y, sample_weight, 0)
+                       y, sample_weight, 0, hw[:0])
+
+
+@njit(cache=True)
+def logistic_value_grad_along(grad, hs, hw, x, w, bias, y, sample_weight, u):
+    """logistic_value_grad, and hs = Xbᵀ diag(hw) u with the hw it writes: the data term of
+    the new Hessian along a direction s whose scores u = Xb s (N,) are known (TRON's step,
+    built from its products' scores: weighted_hessp_scores), in the same pass, each row's
+    two axpys reading it once."""
+    p = w.shape[0]
+    both = np.empty(2 * p, grad.dtype)
+    no_index = np.empty(0, np.int64)
+    f = _fused_rows(both, hw, x, np.empty(0, x.dtype), no_index, no_index, True, w, bias, y,
+                    sample_weight, 0, u)
+    grad[:] = both[:p]
+    hs[:] = both[p:]
+    return f
 
 
 @njit(cache=True)
 def logistic_value_grad_csr(grad, hw, data, indices, indptr, w, bias, y, sample_weight):
     """_fused_rows mode 0 over CSR rows: a pass costs the non-zeros."""
     return _fused_rows(grad, hw, np.empty((0, 0), data.dtype), data, indices, indptr, False, w,
-                       bias, y, sample_weight, 0)
+                       bias, y, sample_weight, 0, hw[:0])
 
 
 @njit(cache=True)
 def weighted_hessp(out, x, hw, v, bias):
     """_fused_rows mode 1 over the rows of dense x (N, D)."""
     no_index = np.empty(0, np.int64)
-    _fused_rows(out, hw, x, np.empty(0, x.dtype), no_index, no_index, True, v, bias, hw, hw, 1)
+    _fused_rows(out, hw, x, np.empty(0, x.dtype), no_index, no_index, True, v, bias, hw, hw, 1,
+                hw[:0])
+
+
+@njit(cache=True)
+def weighted_hessp_scores(out, scores, x, hw, v, bias):
+    """weighted_hessp, also writing the scores Xb v (N,) it computes on the way."""
+    no_index = np.empty(0, np.int64)
+    _fused_rows(out, hw, x, np.empty(0, x.dtype), no_index, no_index, True, v, bias, hw, hw, 1,
+                scores)
 
 
 @njit(cache=True)
 def weighted_hessp_csr(out, data, indices, indptr, hw, v, bias):
     """_fused_rows mode 1 over CSR rows."""
     _fused_rows(out, hw, np.empty((0, 0), data.dtype), data, indices, indptr, False, v, bias,
-                hw, hw, 1)
+                hw, hw, 1, hw[:0])
 
 
 @njit(cache=True, fastmath=FASTMATH)

@@ -998,6 +998,15 @@ def logistic_value_grad(grad, hw, x, w, bias, y, sample_weight):
     return _logistic_value_grad(grad, hw, _with_bias(x, bias), w, y, sample_weight)
 
 
+def logistic_value_grad_along(grad, hs, hw, x, w, bias, y, sample_weight, u):
+    """logistic_value_grad, and hs = Xbᵀ diag(hw) u with the new curvature hw: the data term
+    of the Hessian along a direction s whose scores u = Xb s (N,) are known."""
+    xb = _with_bias(x, bias)
+    f = _logistic_value_grad(grad, hw, xb, w, y, sample_weight)
+    hs[...] = xb.T @ (hw * u)
+    return f
+
+
 def logistic_value_grad_csr(grad, hw, data, indices, indptr, w, bias, y, sample_weight):
     """logistic_value_grad with X in CSR."""
     x = _csr(data, indices, indptr, w.shape[0] - 1)
@@ -1009,6 +1018,13 @@ def weighted_hessp(out, x, hw, v, bias):
     a loss with curvature hw (N,)."""
     xb = _with_bias(x, bias)
     out[...] = xb.T @ (hw * (xb @ v))
+
+
+def weighted_hessp_scores(out, scores, x, hw, v, bias):
+    """weighted_hessp, also writing the scores Xb v (N,)."""
+    xb = _with_bias(x, bias)
+    scores[...] = xb @ v
+    out[...] = xb.T @ (hw * scores)
 
 
 def weighted_hessp_csr(out, data, indices, indptr, hw, v, bias):

@@ -260,6 +260,8 @@ CPU_ONLY = {
     "logistic_value_grad_csr": "the convex solvers' fused loss pass (CPU, Newton/TRON)",
     "weighted_hessp": "the convex solvers' fused Hessian-vector pass (CPU, TRON, ridge CG)",
     "weighted_hessp_csr": "the convex solvers' fused Hessian-vector pass (CPU, TRON, ridge CG)",
+    "logistic_value_grad_along": "TRON's fused loss pass with the Hessian along its step (CPU)",
+    "weighted_hessp_scores": "TRON's fused Hessian-vector pass keeping its scores (CPU)",
     "weighted_gram": "the small Newton Hessians (CPU)",
     "cholesky_solve": "the small Newton systems, one factorisation per step (CPU)",
     "weighted_diag": "TRON's diagonal preconditioner, once per outer step (CPU)",

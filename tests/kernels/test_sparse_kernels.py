@@ -318,6 +318,13 @@ def test_fused_passes_match_twins_dense_and_csr(dtype, bias, n, d, density):
     v = randn(rng, d + 1, dtype)
     check_backends("weighted_hessp", [np.empty(d + 1, dtype), x, hw, v, bias], tol,
                    backends=CPU)
+    # TRON's warm start (dense X): a product that keeps its scores, and the loss pass that
+    # also gives the new Hessian along a direction from its scores
+    res = check_backends("weighted_hessp_scores", [np.empty(d + 1, dtype), np.empty(n, dtype),
+                                                   x, hw, v, bias], tol, backends=CPU)
+    check_backends("logistic_value_grad_along", [np.empty(d + 1, dtype), np.empty(d + 1, dtype),
+                                                 np.empty(n, dtype), x, w, bias, y, sw,
+                                                 res["reference"][1][1]], tol, backends=CPU)
     index = np.int64 if dtype == np.float64 else np.int32  # both index widths, few compiles
     check_backends("weighted_hessp_csr", [np.empty(d + 1, dtype), xs.data.astype(dtype),
                                           xs.indices.astype(index), xs.indptr.astype(index),
@@ -372,6 +379,22 @@ def test_weighted_hessp_float32_x_sums_in_float64():
     reference.weighted_hessp(want, x32.astype(np.float64), hw, v, 1.0)
     # float64 sums in another order: ~1e-15 relative; float32 sums would be ~1e-5 off
     np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+    # the warm start's kernels read the same copy the same way (scores, then the loss pass
+    # with the Hessian along them)
+    scores, want_scores = np.empty(4001), np.empty(4001)
+    cpu.weighted_hessp_scores(out, scores, x32, hw, v, 1.0)
+    reference.weighted_hessp_scores(want, want_scores, x32.astype(np.float64), hw, v, 1.0)
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-12, atol=1e-12)
+    y, sw, w = np.where(rng.random(4001) < 0.5, 1.0, -1.0), rng.random(4001), 0.05 * v
+    got = [np.empty(504), np.empty(504), np.empty(4001)]
+    want = [np.empty(504), np.empty(504), np.empty(4001)]
+    f = cpu.logistic_value_grad_along(*got, x32, w, 1.0, y, sw, scores)
+    f_want = reference.logistic_value_grad_along(*want, x32.astype(np.float64), w, 1.0, y, sw,
+                                                 want_scores)
+    np.testing.assert_allclose(f, f_want, rtol=1e-13)
+    for g, h in zip(got, want):
+        np.testing.assert_allclose(g, h, rtol=1e-12, atol=1e-12 * np.abs(h).max())
 
 
 def test_fused_logistic_gradient_and_hessp_are_derivatives():
@@ -393,6 +416,24 @@ def test_fused_logistic_gradient_and_hessp_are_derivatives():
     np.testing.assert_allclose(hv, (grads[0] - grads[1]) / (2 * eps), atol=1e-7)
 
 
+def test_fused_logistic_loss_keeps_its_relative_accuracy_when_every_term_is_tiny():
+    """Margins of 8 to 40 on every row (e = exp(−t) from 3e-4 down to 4e-18, each row's loss
+    about e): the equal-weight path sums log1p(e) by its series below 2^-10 and by the log of
+    a product above it (kernels.cpu._logistic_rows), so a loss of ~1e-3 in all keeps ~1e-14
+    relative accuracy (a product over every row would lose it: 1 + 4e-18 is 1)."""
+    rng = np.random.default_rng(7)
+    t = rng.uniform(8.0, 40.0, 1000)
+    y = np.where(rng.random(1000) < 0.5, 1.0, -1.0)
+    x = (t * y)[:, None].copy()
+    w, sw = np.array([1.0, 0.0]), np.full(1000, 2.0)
+    got_g, got_h, want_g, want_h = np.empty(2), np.empty(1000), np.empty(2), np.empty(1000)
+    f = cpu.logistic_value_grad(got_g, got_h, x, w, 1.0, y, sw)
+    want = reference.logistic_value_grad(want_g, want_h, x, w, 1.0, y, sw)
+    assert 1e-4 < want < 1.0
+    np.testing.assert_allclose(f, want, rtol=1e-14)
+    np.testing.assert_allclose(got_g, want_g, rtol=1e-13)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("p", [1, 2, 17])
 def test_cholesky_solve_matches_scipy_and_refuses_indefinite(dtype, p):
@@ -409,9 +450,11 @@ def test_cholesky_solve_matches_scipy_and_refuses_indefinite(dtype, p):
     np.testing.assert_array_equal(out, 7.0)  # untouched
 
 
-def test_fused_logistic_loss_at_extreme_and_nan_scores():
+@pytest.mark.parametrize("weights", ["random", "equal"])
+def test_fused_logistic_loss_at_extreme_and_nan_scores(weights):
     """The fused pass computes exp and log1p by polynomials (kernels.cpu._svm_exp,
-    _log1p_unit) so that its loss loop vectorizes: held to the NumPy twin's logaddexp over
+    _log1p_unit; for rows of equal weight, the log of a product and a short series:
+    _logistic_rows) so that its loss loop vectorizes: held to the NumPy twin's logaddexp over
     scores from 0 and ±1e-300 to ±1e4 (exp(-|t|) underflowing to 0 past 708), more rows than
     one block (_LOSS_BLOCK = 64), and a NaN score still makes the loss NaN."""
     t = np.r_[0.0, 1e-300, -1e-300, 1e-8, -1e-8, np.linspace(-40, 40, 161), 700.0, -700.0,
@@ -420,7 +463,7 @@ def test_fused_logistic_loss_at_extreme_and_nan_scores():
     x = t[:, None].copy()  # one feature: z = t with w = [1, 0]
     rng = np.random.default_rng(6)
     y = np.where(rng.random(n) < 0.5, 1.0, -1.0)
-    sw = rng.random(n) + 0.1
+    sw = rng.random(n) + 0.1 if weights == "random" else np.full(n, 0.7)
     w = np.array([1.0, 0.0])
     got_g, got_h, want_g, want_h = np.empty(2), np.empty(n), np.empty(2), np.empty(n)
     f = cpu.logistic_value_grad(got_g, got_h, x, w, 1.0, y, sw)
