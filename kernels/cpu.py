@@ -2356,10 +2356,19 @@ def _fused_chunk(g, hw, x, data, indices, indptr, dense, w, bias, y, sample_weig
         return 0.0
     total = 0.0
     zb = np.empty(max(0, min(block, hi - lo)), g.dtype)
+    # w[:D] = 0 (TRON's and Newton's first pass, from Θ = 0): every row's dot product is 0
+    # (X is finite: checked at the public boundary), and the pass reads each row once, for
+    # its axpy (3.8 -> 2.9 ms at 100,000 x 100, float32 X, two threads)
+    skip_dots = True
+    for j in range(d):
+        if w[j] != 0:
+            skip_dots = False
+            break
     for start in range(lo, hi, block):
         m = min(block, hi - start)
         for r in range(m):
-            zb[r] = _typed(g, _row_dot(w, x, data, indices, indptr, start + r, dense)) + w[d] * b
+            zb[r] = w[d] * b if skip_dots else _typed(
+                g, _row_dot(w, x, data, indices, indptr, start + r, dense)) + w[d] * b
         if mode == 1:
             for r in range(m):
                 if along:
