@@ -8,6 +8,8 @@ fastnn's core does not, so `import fastnn` works without it.
 """
 import contextlib
 import os
+import threading
+import weakref
 
 import numba
 import numpy as np
@@ -182,6 +184,55 @@ def check_sparse(X, name="X"):
     return X
 
 
+# The float32 copies the convex solvers read (Design.float32) are drawn from one buffer kept
+# between fits, up to this size; larger ones are allocated per fit and freed with it
+WORKSPACE_MAX_BYTES = 64 << 20
+
+
+class _Workspace:
+    """One float32 scratch buffer, reused from fit to fit. A fresh 40 MB array (W6's 100,000 x
+    100 float32 copy) costs its page faults, ~6 ms of a 10 ms copy, and on this machine far
+    more: its VM hands freed memory back to the host (virtio-balloon free page reporting,
+    ~2 s after the free), and touching it again took 30-130 ms in 1 fit in 3 inside W6 (fits
+    72-249 ms, median 102; 65-93 ms, median 74-86, reusing it). Held: at most
+    WORKSPACE_MAX_BYTES after a fit (release_workspace frees it). The buffer serves one
+    Design at a time (a weak reference to the array it handed out tells whether that one is
+    still alive); a concurrent fit gets a fresh array."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._buf = None
+        self._user = None
+
+    def take(self, shape):
+        """An uninitialised float32 array of `shape`."""
+        n = int(np.prod(shape))
+        if 4 * n > WORKSPACE_MAX_BYTES:
+            return np.empty(shape, np.float32)
+        with self._lock:
+            if self._user is not None and self._user() is not None:
+                return np.empty(shape, np.float32)
+            if self._buf is None or self._buf.size < n:
+                self._buf = None  # the old buffer goes before the new one comes
+                self._buf = np.empty(n, np.float32)
+            out = self._buf[:n].reshape(shape)
+            self._user = weakref.ref(out)
+            return out
+
+    def release(self):
+        with self._lock:
+            self._buf, self._user = None, None
+
+
+_WORKSPACE = _Workspace()
+
+
+def release_workspace():
+    """Free the float32 buffer fastnn's convex solvers keep between fits (at most
+    WORKSPACE_MAX_BYTES; the next fit allocates it again)."""
+    _WORKSPACE.release()
+
+
 class Design:
     """The design matrix X (n_samples, n_features) as the convex solvers use it: X @ W,
     Xᵀ R and the weighted Gram Xᵀ diag(d) X. Dense X goes through BLAS (NumPy's matmul, SciPy's
@@ -229,11 +280,15 @@ class Design:
     def float32(self):
         """A float32 copy of dense X, or of sparse X's CSR values, built on first use and
         shared by every objective on this design (the one-vs-rest problems of one fit: one
-        copy, not K). NumPy's one-thread astype: a parallel copy into new memory measured
-        6-44 ms against astype's 10 ms at 100,000 x 100 (two threads faulting in fresh pages
-        contend in the kernel)."""
+        copy, not K), in the workspace kept between fits (_Workspace). NumPy's one-thread
+        copy: a parallel copy into new memory measured 6-44 ms against astype's 10 ms at
+        100,000 x 100 (two threads faulting in fresh pages contend in the kernel). Only this
+        Design may hold the array: it is the workspace's until the Design is gone."""
         if self._float32 is None:
-            self._float32 = (self.rows[0] if self.sparse else self.X).astype(np.float32)
+            src = self.rows[0] if self.sparse else self.X
+            out = _WORKSPACE.take(src.shape)
+            np.copyto(out, src, casting="same_kind")
+            self._float32 = out
         return self._float32
 
     def rmatmul(self, R):

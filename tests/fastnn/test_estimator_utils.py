@@ -4,8 +4,9 @@ import pytest
 from sklearn.base import BaseEstimator
 from sklearn.datasets import load_iris
 
-from fastnn.estimator_utils import (check_classifier_data, check_sample_weight, encode_labels,
-                                    fit_guard, forward, seed_from, sigmoid, softmax)
+from fastnn.estimator_utils import (Design, check_classifier_data, check_sample_weight,
+                                    encode_labels, fit_guard, forward, seed_from, sigmoid,
+                                    softmax)
 from fastnn.kernels import codes
 from fastnn.linear_model import LogisticRegression, SoftmaxRegression
 from fastnn.neural_network import MLPClassifier
@@ -168,3 +169,34 @@ def test_encode_labels_is_np_unique(y):
     assert classes.dtype == want_classes.dtype
     np.testing.assert_array_equal(classes, want_classes)
     np.testing.assert_array_equal(index, want_index)
+
+
+def test_design_float32_copies_share_one_workspace_one_design_at_a_time(monkeypatch):
+    """Design.float32 draws its copy from the buffer kept between fits: a live Design keeps
+    it (a second one gets its own memory, so neither overwrites the other), a Design that is
+    gone gives it back, and copies past WORKSPACE_MAX_BYTES never take it."""
+    from fastnn import estimator_utils
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((300, 7)), rng.standard_normal((200, 5))
+    estimator_utils.release_workspace()
+    first = Design(a)
+    x1 = first.float32()
+    second = Design(b)
+    x2 = second.float32()
+    assert not np.shares_memory(x1, x2)
+    np.testing.assert_array_equal(x1, a.astype(np.float32))
+    np.testing.assert_array_equal(x2, b.astype(np.float32))
+    address = x1.__array_interface__["data"][0]
+    del first, x1
+    third = Design(b)  # the buffer is free again, and large enough
+    x3 = third.float32()
+    assert x3.__array_interface__["data"][0] == address
+    np.testing.assert_array_equal(x2, b.astype(np.float32))  # the live copy is untouched
+    np.testing.assert_array_equal(x3, b.astype(np.float32))
+    del third, x3
+    monkeypatch.setattr(estimator_utils, "WORKSPACE_MAX_BYTES", 4 * b.size - 1)
+    x4 = Design(b).float32()
+    assert x4.__array_interface__["data"][0] != address
+    np.testing.assert_array_equal(x4, b.astype(np.float32))
+    estimator_utils.release_workspace()
+    assert estimator_utils._WORKSPACE._buf is None
