@@ -258,10 +258,10 @@ class _LogisticLoss(_Objective):
     hessp_float32_min = 1_000_000
     # TRON's warm start (step_scores) on dense X: the products keep their scores (a store per
     # row) and each loss pass adds a second axpy per row for the Hessian along the step, read
-    # from L1. W6's 100,000 x 100 fit: 10 products instead of 16 (2.3 ms each), each loss pass
-    # ~1.1 ms dearer, ~97-100 ms a fit against ~104-108. Not on sparse X: there the second
-    # axpy is a second scatter, and W6's 50,000 x 50,000 CSR fit took 60 products warm-started
-    # against 59 cold (a NumPy prototype)
+    # from L1. W6's 100,000 x 100 fit (in-fit profile, medians of 5 fits): 16 products of 2.3
+    # ms -> 10 of 2.4 ms, 7 loss passes of 4.3 -> 5.2 ms, ~7 ms a fit. Not on sparse X: there
+    # the second axpy is a second scatter, and W6's 50,000 x 50,000 CSR fit took 60 products
+    # warm-started against 59 cold (a NumPy prototype)
     warm_start_cg = True
 
     def __init__(self, design, y_pm, s, fit_intercept, l2):
@@ -554,7 +554,7 @@ def _steihaug_cg(obj, g, delta, forcing, M, warm=None):
     to the region), a ⋅ p with a = −gᵀp / pᵀHp, residual −g − a H p, at no product's cost.
     This departs from liblinear, whose CG starts at 0: consecutive Newton steps point much
     the same way, so the start takes the first CG step's place (W6's 100,000 x 100 dense
-    logistic fit: 10 products instead of 16, the same 7 outer steps; a NumPy prototype).
+    logistic fit: 10 products instead of 16, the same 7 outer steps).
     Started there, s is still CG's iterate, so r and the model's decrease stay exact; TRON
     drops the warm start after a rejected step."""
     s = np.zeros_like(g)
