@@ -526,8 +526,8 @@ def test_tron_float32_first_phase_finishes_on_x_when_rounding_matters(monkeypatc
 
 def test_tron_warm_start_takes_fewer_products_to_the_same_optimum(monkeypatch):
     """TRON's CG started from the previous step (_steihaug_cg's warm start, dense X): the same
-    optimum as CG started at 0, in fewer Hessian-vector products, and the loss passes that
-    give it the new Hessian along the step are the fits' only other passes."""
+    optimum as CG started at 0, in fewer Hessian-vector products, with one loss pass that
+    also gives the new Hessian along the step per step (none when CG starts at 0)."""
     rng = np.random.default_rng(0)  # W6's synthetic logistic rows (workloads._w6_synthetic)
     X = rng.standard_normal((4000, 40))
     z = X @ (rng.standard_normal(40) * 3 / np.sqrt(40))
