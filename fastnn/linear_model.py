@@ -561,7 +561,7 @@ def _steihaug_cg(obj, g, delta, forcing, M, warm=None):
     r = -g
     z = r / M
     cg_tol = forcing * np.sqrt(float(z @ r))
-    u = np.zeros_like(obj.scores) if obj.step_scores else None
+    u = None
     if warm is not None:
         p, hp, up = warm
         php = float(p @ hp)
@@ -572,6 +572,8 @@ def _steihaug_cg(obj, g, delta, forcing, M, warm=None):
                 a *= delta / pnorm
             s, r, u = a * p, r - a * hp, a * up
             z = r / M
+    if u is None and obj.step_scores:
+        u = np.zeros_like(obj.scores)
     d = z.copy()
     zr = float(z @ r)
     for _ in range(g.shape[0] + 1):

@@ -422,6 +422,14 @@ def test_fused_logistic_gradient_and_hessp_are_derivatives():
     # central differences: truncation O(eps²), rounding O(1e-16 / eps) on O(10) values
     np.testing.assert_allclose(grad @ v, (vals[0] - vals[1]) / (2 * eps), atol=1e-7)
     np.testing.assert_allclose(hv, (grads[0] - grads[1]) / (2 * eps), atol=1e-7)
+    # TRON's warm start: the scores of v from a product, then the loss pass at w that also
+    # gives the Hessian along v, the same derivative of the gradient
+    scores = np.empty(29)
+    cpu.weighted_hessp_scores(np.empty(7), scores, x, hw, v, 1.0)
+    g_along, hs = np.empty(7), np.empty(7)
+    cpu.logistic_value_grad_along(g_along, hs, np.empty(29), x, w, 1.0, y, sw, scores)
+    np.testing.assert_allclose(g_along, grad, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(hs, (grads[0] - grads[1]) / (2 * eps), atol=1e-7)
 
 
 def test_fused_logistic_loss_keeps_its_relative_accuracy_when_every_term_is_tiny():
