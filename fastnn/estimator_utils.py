@@ -9,6 +9,7 @@ fastnn's core does not, so `import fastnn` works without it.
 import contextlib
 import os
 import threading
+import time
 import weakref
 
 import numba
@@ -233,6 +234,35 @@ def release_workspace():
     _WORKSPACE.release()
 
 
+class _FasterOrder:
+    """The faster of a fused CSR pass's two orders of work (kernels.cpu's `phases`, see
+    _CSR_TWO_PHASE_MIN_D there: 1, row by row; 2, each chunk's dot products, then its
+    axpys). Both give the same sums in the same order, bit for bit, so the choice changes a
+    fit's time and never its result. Which is faster depends on the machine (its L2 and
+    prefetchers, not a rule of thumb: two phases won by 1.4x on Zen 3 and lost by 1.2x on Zen
+    5 on the same problem), so the first 2 TRIALS passes alternate, timed, and the order with
+    the lower fastest time stays (min: a burst of load from elsewhere only slows a pass).
+    Until then, order is 0: the kernels' own rule."""
+
+    TRIALS = 2
+
+    def __init__(self):
+        self.seconds = {1: [], 2: []}
+        self.order = 0
+
+    def timed(self, run):
+        """run(phases), timed while the order is being chosen; returns what run returns."""
+        if self.order:
+            return run(self.order)
+        phases = 1 if len(self.seconds[1]) <= len(self.seconds[2]) else 2
+        start = time.perf_counter()
+        out = run(phases)
+        self.seconds[phases].append(time.perf_counter() - start)
+        if len(self.seconds[2]) >= self.TRIALS:
+            self.order = min(self.seconds, key=lambda k: min(self.seconds[k]))
+        return out
+
+
 class Design:
     """The design matrix X (n_samples, n_features) as the convex solvers use it: X @ W,
     Xᵀ R and the weighted Gram Xᵀ diag(d) X. Dense X goes through BLAS (NumPy's matmul, SciPy's
@@ -251,6 +281,7 @@ class Design:
             csr = X.tocsr()
             self.rows = (csr.data, csr.indices, csr.indptr)
             self._cols = None
+            self._order = _FasterOrder()
         else:
             self.X = np.ascontiguousarray(X)
 
@@ -290,6 +321,18 @@ class Design:
             np.copyto(out, src, casting="same_kind")
             self._float32 = out
         return self._float32
+
+    def csr_product(self, run):
+        """A fused pass over the CSR rows that a solver repeats (a Hessian-vector product):
+        run(phases), phases the pass's order of work (kernels.cpu's), timed until the faster
+        order is known (_FasterOrder). Returns what run returns."""
+        return self._order.timed(run)
+
+    @property
+    def csr_phases(self):
+        """The order the products chose, for the other fused passes over the same rows (0,
+        the kernels' own rule, until the products have chosen)."""
+        return self._order.order
 
     def rmatmul(self, R):
         """Xᵀ @ R for R of shape (n_samples, k)."""

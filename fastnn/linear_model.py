@@ -299,7 +299,7 @@ class _LogisticLoss(_Objective):
         self._hw32 = None  # hw changes below
         if self.X.sparse:
             f = cpu.logistic_value_grad_csr(self._out, self.hw, *self.X.rows, w, self._b,
-                                            self.y, self.s)
+                                            self.y, self.s, self.X.csr_phases)
         else:
             f = cpu.logistic_value_grad(self._out, self.hw, self._value_design(), w, self._b,
                                         self.y, self.s)
@@ -320,7 +320,8 @@ class _LogisticLoss(_Objective):
         if self.X.sparse and self.X.rows[0].size >= self.hessp_float32_min:
             return self._hessp_csr_float32(w)
         if self.X.sparse:
-            cpu.weighted_hessp_csr(self._out, *self.X.rows, self.hw, w, self._b)
+            self.X.csr_product(lambda phases: cpu.weighted_hessp_csr(
+                self._out, *self.X.rows, self.hw, w, self._b, phases))
         else:
             cpu.weighted_hessp_scores(self._out, self.scores, self._hessp_design(), self.hw, w,
                                       self._b)
@@ -331,8 +332,9 @@ class _LogisticLoss(_Objective):
         _, indices, indptr = self.X.rows
         if self._hw32 is None:
             self._hw32 = self.hw.astype(np.float32)
-        cpu.weighted_hessp_csr(self._out32, self.X.float32(), indices, indptr, self._hw32,
-                               w.astype(np.float32), self._b)
+        w32 = w.astype(np.float32)
+        self.X.csr_product(lambda phases: cpu.weighted_hessp_csr(
+            self._out32, self.X.float32(), indices, indptr, self._hw32, w32, self._b, phases))
         return self._out32[:self.p].astype(np.float64)
 
     def _hessp_design(self):
@@ -822,7 +824,8 @@ def _ridge_cg(design, w, x_mean, total, alpha, B, rtol):
 
     def product(u):
         v[:p] = u
-        cpu.weighted_hessp_csr(out, data, indices, indptr, w, v, 0.0)
+        design.csr_product(lambda phases: cpu.weighted_hessp_csr(out, data, indices, indptr, w,
+                                                                 v, 0.0, phases))
         return out[:p] - total * x_mean * (x_mean @ u) + alpha * u
 
     C = np.zeros_like(B)

@@ -2422,30 +2422,38 @@ def _fused_parallel(grad, hw, x, data, indices, indptr, dense, w, bias, y, sampl
     return loss.sum()
 
 
-# CSR with at least this many columns: _fused_chunk takes its whole chunk as one block, so
-# a chunk is two phases, the row dot products (gathers from w), then the axpys (scatters
-# into the chunk's sums). Row by row, w and the sums (two (D + 1,) vectors) share L2 with
-# X's stream, and at D = 50,000 (float32: 2 x 200 KB of Zen 3's 512 KB) they evict each
-# other: a Hessian-vector product at 50,000 x 50,000, 0.2 %, took 9.8 ms a call inside
-# W6's fit on 2 threads, 7.0-7.2 ms in two phases (in a bare loop, a one-phase test kernel
-# 8.2-8.9 ms, a two-phase one 5.7-6.4; at 20,000 columns 1.2 -> 0.9 ms; at 10,000 about
-# even, 4.5-5.8 ms either way, noisy); each phase keeps one vector hot, at the price of
-# reading the chunk's rows twice (at 2,000 columns the one-phase pass is 10 % faster). The
-# sums go in the same order.
+# A fused CSR pass's order of work (`phases` of logistic_value_grad_csr and
+# weighted_hessp_csr): 1, row by row (mode 1: each row's dot product and axpy together;
+# mode 0: blocks of _LOSS_BLOCK rows), or 2, each chunk of rows in two phases, its dot
+# products (gathers from w), then its axpys (scatters into the chunk's sums). The sums go in
+# the same order either way, so the two give the same result, bit for bit; which is faster
+# depends on the machine. Row by row, w and the sums (two (D + 1,) vectors) share L2 with
+# X's stream; in two phases each phase keeps one vector hot, at the price of reading the
+# chunk's rows twice. On Zen 3 (512 KB of L2 a core), at 50,000 x 50,000, 0.2 %, float32: a
+# Hessian-vector product took 9.8 ms a call inside W6's fit on 2 threads row by row, 7.0-7.2
+# ms in two phases (20,000 columns: 1.2 -> 0.9 ms; 10,000 about even; at 2,000 row by row
+# is 10 % faster). On Zen 5 (1 MB of L2, AVX-512), the same product takes 2.6 ms row by row
+# against 3.0 in two phases, and row by row stays ahead up to 100,000 columns (float32) and
+# 50,000 (float64). So fastnn.estimator_utils.Design times both on the products of a fit and
+# keeps the faster (_FasterOrder); phases = 0 is the rule below, two phases from this many
+# columns, which Zen 3's figures set.
 _CSR_TWO_PHASE_MIN_D = 8192
 
 
 @njit(cache=True)
 def _fused_rows(grad, hw, x, data, indices, indptr, dense, w, bias, y, sample_weight, mode,
-                u):
+                u, phases):
     """mode 0: the logistic loss's value, gradient (into grad) and curvature (into hw);
     mode 1: the data term of a Hessian-vector product Xᵀ diag(hw) X w (into grad). u: see
-    _fused_chunk (empty: none)."""
+    _fused_chunk (empty: none). phases: CSR's order of work (see _CSR_TWO_PHASE_MIN_D;
+    dense rows ignore it)."""
     n = hw.shape[0]
     # a CSR non-zero costs ~4x a dense entry (an index load, a gather and a scatter that
     # do not vectorise: ~3 ns against ~0.7 ns), so it counts 4 multiply-adds of work
     chunks = _n_chunks(n, n * (w.shape[0] - 1) if dense else 4 * data.shape[0], w.shape[0])
-    if not dense and w.shape[0] - 1 >= _CSR_TWO_PHASE_MIN_D:
+    if phases == 0:
+        phases = 2 if w.shape[0] - 1 >= _CSR_TWO_PHASE_MIN_D else 1
+    if not dense and phases == 2:
         block = max(1, n)
     else:  # mode 1 row by row (a block of 1): its dot and axpy read the row from L1
         block = _LOSS_BLOCK if mode == 0 else 1
@@ -2461,7 +2469,7 @@ def logistic_value_grad(grad, hw, x, w, bias, y, sample_weight):
     """_fused_rows mode 0 over the rows of dense x (N, D)."""
     no_index = np.empty(0, np.int64)
     return _fused_rows(grad, hw, x, np.empty(0, x.dtype), no_index, no_index, True, w, bias,
-                       y, sample_weight, 0, hw[:0])
+                       y, sample_weight, 0, hw[:0], 0)
 
 
 @njit(cache=True)
@@ -2474,17 +2482,19 @@ def logistic_value_grad_along(grad, hs, hw, x, w, bias, y, sample_weight, u):
     both = np.empty(2 * p, grad.dtype)
     no_index = np.empty(0, np.int64)
     f = _fused_rows(both, hw, x, np.empty(0, x.dtype), no_index, no_index, True, w, bias, y,
-                    sample_weight, 0, u)
+                    sample_weight, 0, u, 0)
     grad[:] = both[:p]
     hs[:] = both[p:]
     return f
 
 
 @njit(cache=True)
-def logistic_value_grad_csr(grad, hw, data, indices, indptr, w, bias, y, sample_weight):
-    """_fused_rows mode 0 over CSR rows: a pass costs the non-zeros."""
+def logistic_value_grad_csr(grad, hw, data, indices, indptr, w, bias, y, sample_weight,
+                            phases):
+    """_fused_rows mode 0 over CSR rows: a pass costs the non-zeros. phases: the order of
+    the work, 1 or 2, or 0 for _CSR_TWO_PHASE_MIN_D's rule (the same result either way)."""
     return _fused_rows(grad, hw, np.empty((0, 0), data.dtype), data, indices, indptr, False, w,
-                       bias, y, sample_weight, 0, hw[:0])
+                       bias, y, sample_weight, 0, hw[:0], phases)
 
 
 @njit(cache=True)
@@ -2492,7 +2502,7 @@ def weighted_hessp(out, x, hw, v, bias):
     """_fused_rows mode 1 over the rows of dense x (N, D)."""
     no_index = np.empty(0, np.int64)
     _fused_rows(out, hw, x, np.empty(0, x.dtype), no_index, no_index, True, v, bias, hw, hw, 1,
-                hw[:0])
+                hw[:0], 0)
 
 
 @njit(cache=True)
@@ -2500,14 +2510,14 @@ def weighted_hessp_scores(out, scores, x, hw, v, bias):
     """weighted_hessp, also writing the scores Xb v (N,) it computes on the way."""
     no_index = np.empty(0, np.int64)
     _fused_rows(out, hw, x, np.empty(0, x.dtype), no_index, no_index, True, v, bias, hw, hw, 1,
-                scores)
+                scores, 0)
 
 
 @njit(cache=True)
-def weighted_hessp_csr(out, data, indices, indptr, hw, v, bias):
-    """_fused_rows mode 1 over CSR rows."""
+def weighted_hessp_csr(out, data, indices, indptr, hw, v, bias, phases):
+    """_fused_rows mode 1 over CSR rows; phases as logistic_value_grad_csr's."""
     _fused_rows(out, hw, np.empty((0, 0), data.dtype), data, indices, indptr, False, v, bias,
-                hw, hw, 1, hw[:0])
+                hw, hw, 1, hw[:0], phases)
 
 
 @njit(cache=True, fastmath=FASTMATH)

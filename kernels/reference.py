@@ -1007,8 +1007,10 @@ def logistic_value_grad_along(grad, hs, hw, x, w, bias, y, sample_weight, u):
     return f
 
 
-def logistic_value_grad_csr(grad, hw, data, indices, indptr, w, bias, y, sample_weight):
-    """logistic_value_grad with X in CSR."""
+def logistic_value_grad_csr(grad, hw, data, indices, indptr, w, bias, y, sample_weight,
+                            phases):
+    """logistic_value_grad with X in CSR. phases: kernels.cpu's order of the work, which
+    does not change the result (ignored here)."""
     x = _csr(data, indices, indptr, w.shape[0] - 1)
     return _logistic_value_grad(grad, hw, _with_bias(x, bias), w, y, sample_weight)
 
@@ -1027,8 +1029,8 @@ def weighted_hessp_scores(out, scores, x, hw, v, bias):
     out[...] = xb.T @ (hw * scores)
 
 
-def weighted_hessp_csr(out, data, indices, indptr, hw, v, bias):
-    """weighted_hessp with X in CSR."""
+def weighted_hessp_csr(out, data, indices, indptr, hw, v, bias, phases):
+    """weighted_hessp with X in CSR; phases as logistic_value_grad_csr's."""
     weighted_hessp(out, _csr(data, indices, indptr, v.shape[0] - 1), hw, v, bias)
 
 

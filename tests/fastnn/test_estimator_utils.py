@@ -200,3 +200,54 @@ def test_design_float32_copies_share_one_workspace_one_design_at_a_time(monkeypa
     np.testing.assert_array_equal(x4, b.astype(np.float32))
     estimator_utils.release_workspace()
     assert estimator_utils._WORKSPACE._buf is None
+
+
+@pytest.mark.parametrize("slow", [1, 2])
+def test_faster_order_alternates_then_keeps_the_faster(slow):
+    """_FasterOrder: the first 2 TRIALS passes alternate the two orders (0, the kernels'
+    own rule, until then), then only the faster runs. The slow order sleeps 30 ms a pass, a
+    margin no scheduler delay of the fast one's two passes bridges on a CI machine."""
+    import time
+
+    from fastnn.estimator_utils import _FasterOrder
+    order, seen = _FasterOrder(), []
+
+    def run(phases):
+        seen.append(phases)
+        if phases == slow:
+            time.sleep(0.03)
+        return phases * 10
+
+    assert order.order == 0
+    assert [order.timed(run) for _ in range(7)] == [10 * p for p in seen]
+    assert seen[:2 * _FasterOrder.TRIALS] == [1, 2] * _FasterOrder.TRIALS
+    assert order.order == 3 - slow
+    assert seen[2 * _FasterOrder.TRIALS:] == [3 - slow] * (7 - 2 * _FasterOrder.TRIALS)
+
+
+def test_sparse_fits_do_not_depend_on_the_order_chosen(monkeypatch):
+    """The two orders of a fused CSR pass give equal sums, so a fit is the same, bit for bit,
+    whichever order its products ran in (TRON's logistic, float32 products at >= 1e6
+    non-zeros and float64 below; sparse ridge's CG)."""
+    import scipy.sparse
+
+    from fastnn import estimator_utils
+    from fastnn.linear_model import LinearRegression
+    rng = np.random.default_rng(0)
+    fits = {}
+    for phases in (1, 2):
+        monkeypatch.setattr(estimator_utils._FasterOrder, "timed",
+                            lambda self, run, _p=phases: run(_p))
+        for nnz in (30_000, 1_000_000):
+            X = scipy.sparse.random(nnz // 50, 10_000, density=0.005, format="csr",
+                                    random_state=np.random.default_rng(nnz))
+            y = (X @ rng.standard_normal(10_000) > 0).astype(int) if phases == 1 else \
+                fits[(1, nnz)][1]
+            est = LogisticRegression(fit_intercept=False).fit(X, y)
+            fits[(phases, nnz)] = (est.coef_, y)
+        Xr = scipy.sparse.random(4000, 300, density=0.02, format="csr",
+                                 random_state=np.random.default_rng(1))
+        yr = Xr @ np.arange(300.0)
+        fits[(phases, "ridge")] = (LinearRegression(alpha=1.0).fit(Xr, yr).coef_, yr)
+    for key in (30_000, 1_000_000, "ridge"):
+        np.testing.assert_array_equal(fits[(1, key)][0], fits[(2, key)][0])

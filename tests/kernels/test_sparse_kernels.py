@@ -312,17 +312,21 @@ def test_fused_passes_match_twins_dense_and_csr(dtype, bias, n, d, density):
     res = check_backends("logistic_value_grad", [np.empty(d + 1, dtype), np.empty(n, dtype),
                                                  x, w, bias, y, sw], tol, backends=CPU)
     hw = res["reference"][1][1]
-    check_backends("logistic_value_grad_csr", [np.empty(d + 1, dtype), np.empty(n, dtype),
-                                               xs.data.astype(dtype), xs.indices, xs.indptr,
-                                               w, bias, y, sw], tol, backends=CPU)
+    for phases in (0, 1, 2):  # the rule's order (here 1), and each order forced
+        check_backends("logistic_value_grad_csr", [np.empty(d + 1, dtype), np.empty(n, dtype),
+                                                   xs.data.astype(dtype), xs.indices,
+                                                   xs.indptr, w, bias, y, sw, phases], tol,
+                       backends=CPU)
     # w[:D] = 0 (a solver's first pass): the kernels skip the row dot products
     w0 = np.zeros_like(w)
     w0[-1] = w[-1]
     check_backends("logistic_value_grad", [np.empty(d + 1, dtype), np.empty(n, dtype), x, w0,
                                            bias, y, sw], tol, backends=CPU)
-    check_backends("logistic_value_grad_csr", [np.empty(d + 1, dtype), np.empty(n, dtype),
-                                               xs.data.astype(dtype), xs.indices, xs.indptr,
-                                               w0, bias, y, sw], tol, backends=CPU)
+    for phases in (1, 2):
+        check_backends("logistic_value_grad_csr", [np.empty(d + 1, dtype), np.empty(n, dtype),
+                                                   xs.data.astype(dtype), xs.indices,
+                                                   xs.indptr, w0, bias, y, sw, phases], tol,
+                       backends=CPU)
     v = randn(rng, d + 1, dtype)
     check_backends("weighted_hessp", [np.empty(d + 1, dtype), x, hw, v, bias], tol,
                    backends=CPU)
@@ -334,9 +338,11 @@ def test_fused_passes_match_twins_dense_and_csr(dtype, bias, n, d, density):
                                                  np.empty(n, dtype), x, w, bias, y, sw,
                                                  res["reference"][1][1]], tol, backends=CPU)
     index = np.int64 if dtype == np.float64 else np.int32  # both index widths, few compiles
-    check_backends("weighted_hessp_csr", [np.empty(d + 1, dtype), xs.data.astype(dtype),
-                                          xs.indices.astype(index), xs.indptr.astype(index),
-                                          hw, v, bias], tol, backends=CPU)
+    for phases in (0, 1, 2):
+        check_backends("weighted_hessp_csr", [np.empty(d + 1, dtype), xs.data.astype(dtype),
+                                              xs.indices.astype(index),
+                                              xs.indptr.astype(index), hw, v, bias, phases],
+                       tol, backends=CPU)
     res = check_backends("weighted_gram", [np.empty((d + 1, d + 1), dtype), x, hw, bias], tol,
                          backends=CPU)
     gram = res["cpu"][1][0]
@@ -366,12 +372,35 @@ def test_fused_csr_passes_two_phase_match_twins(dtype, n, d, density):
     tol = STEP_TOL[dtype] if dtype == np.float64 else (2e-4, 2e-4)
     res = check_backends("logistic_value_grad_csr", [np.empty(d + 1, dtype), np.empty(n, dtype),
                                                      xs.data.astype(dtype), xs.indices,
-                                                     xs.indptr, w, 1.0, y, sw], tol,
+                                                     xs.indptr, w, 1.0, y, sw, 0], tol,
                          backends=CPU)
     hw = res["reference"][1][1]
     check_backends("weighted_hessp_csr", [np.empty(d + 1, dtype), xs.data.astype(dtype),
                                           xs.indices, xs.indptr, hw, randn(rng, d + 1, dtype),
-                                          1.0], tol, backends=CPU)
+                                          1.0, 0], tol, backends=CPU)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,d,density", [(1, 5, 1.0), (4001, 8209, 0.02), (3001, 211, 0.3)])
+def test_fused_csr_orders_of_work_agree_bit_for_bit(dtype, n, d, density):
+    """The two orders of a fused CSR pass (phases 1 and 2; fastnn.estimator_utils's
+    _FasterOrder picks between them by their time) give the same sums in the same order:
+    equal results, not merely close ones, in both modes and in every chunk of rows."""
+    rng = np.random.default_rng(d)
+    xs = scipy.sparse.random(n, d, density=density, random_state=rng, format="csr")
+    data = xs.data.astype(dtype)
+    y = np.where(rng.random(n) < 0.5, -1.0, 1.0).astype(dtype)
+    w, sw, v = randn(rng, d + 1, dtype), rng.random(n).astype(dtype), randn(rng, d + 1, dtype)
+    got = {}
+    for phases in (1, 2):
+        grad, hw, hv = np.empty(d + 1, dtype), np.empty(n, dtype), np.empty(d + 1, dtype)
+        f = cpu.logistic_value_grad_csr(grad, hw, data, xs.indices, xs.indptr, w, 1.0, y, sw,
+                                        phases)
+        cpu.weighted_hessp_csr(hv, data, xs.indices, xs.indptr, hw, v, 1.0, phases)
+        got[phases] = (f, grad, hw, hv)
+    assert got[1][0] == got[2][0]
+    for a, b in zip(got[1][1:], got[2][1:]):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_weighted_hessp_float32_x_sums_in_float64():
@@ -409,7 +438,7 @@ def test_fused_logistic_gradient_and_hessp_are_derivatives():
     rng = np.random.default_rng(5)
     x, xs, w, y, sw = _fused_args(rng, 29, 6, np.float64, 0.7)
     grad, hw = np.empty(7), np.empty(29)
-    cpu.logistic_value_grad_csr(grad, hw, xs.data, xs.indices, xs.indptr, w, 1.0, y, sw)
+    cpu.logistic_value_grad_csr(grad, hw, xs.data, xs.indices, xs.indptr, w, 1.0, y, sw, 0)
     v = rng.standard_normal(7)
     hv = np.empty(7)
     cpu.weighted_hessp(hv, x, hw, v, 1.0)
