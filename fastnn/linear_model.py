@@ -1214,19 +1214,31 @@ class LogisticRegression(_LinearClassifier):
             X, classes, y_idx, sw, wrap = distributed_linear.classifier_data(
                 self, X, y, sample_weight, self.solver)
         else:
-            X, classes, y_idx = check_classifier_data(self, X, y, accept_sparse=True)
+            X, classes, y_idx = check_classifier_data(self, X, y, accept_sparse=True,
+                                                      ensure_all_finite=self.solver == "sgd")
             sw = check_sample_weight(sample_weight, X.shape[0])
         if self.solver == "sgd":
             _dense_only(X, "sgd")
             coef, intercept = self._fit_sgd(X, y_idx, classes.size, sw)
         else:
+            design = Design(X)
+            if wrap is None:  # X's NaN/inf check, in the float32 copy's pass where TRON reads one
+                design.check_finite(self, float32_copy=self._reads_float32(design))
             with solver_thread_limit():
-                coef, intercept = self._fit_convex(Design(X), y_idx, classes.size, sw, wrap)
+                coef, intercept = self._fit_convex(design, y_idx, classes.size, sw, wrap)
         if self._multinomial and classes.size == 2:
             # two softmax logits carry one decision: their difference is the log-odds
             coef, intercept = coef[1:] - coef[:1], intercept[1:] - intercept[:1]
         self.classes_, self.coef_, self.intercept_ = classes, coef, intercept
         return self
+
+    def _reads_float32(self, design):
+        """Whether this fit's solver reads dense X's float32 copy (Design.float32): the binary
+        logistic loss's TRON on at least _LogisticLoss.hessp_float32_min entries."""
+        n_coef = design.shape[1] + int(self.fit_intercept)
+        return (not self._multinomial and not design.sparse
+                and design.shape[0] * design.shape[1] >= _LogisticLoss.hessp_float32_min
+                and _auto_solver(self.solver, design, n_coef) == "tron")
 
     def _fit_convex(self, design, y_idx, k, sw, wrap=None):
         s = self.C * (np.ones(design.shape[0]) if sw is None else sw)

@@ -326,6 +326,34 @@ def all_finite(a):
     return acc == zero
 
 
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def float32_copy_finite(out, x):
+    """out = x rounded to float32, for x (N, D), and True when no element of x is NaN or
+    infinite (all_finite's x * 0 sums), in one read of x: a linear model's float32 copy of
+    dense X doubles as X's finiteness check, in place of scikit-learn's pass (a one-thread
+    np.sum, 4.4 ms at 100,000 x 100). Rows split into at most 8 chunks over numba's threads
+    (the copy is bound by memory traffic). A finite x beyond float32's range becomes ±inf in
+    out, as astype makes it."""
+    n = x.shape[0]
+    chunks = max(1, min(8, n, n * x.shape[1] // 1_000_000))
+    bad = np.zeros(chunks, np.bool_)
+    zero = _typed(x, 0.0)
+    for c in prange(chunks):
+        acc = zero
+        for i in range(c * n // chunks, (c + 1) * n // chunks):
+            xi = x[i]
+            oi = out[i]
+            for j in range(xi.shape[0]):
+                v = xi[j]
+                oi[j] = np.float32(v)
+                acc += v * zero
+        bad[c] = acc != zero
+    for c in range(chunks):
+        if bad[c]:
+            return False
+    return True
+
+
 # --------------------------------------------------------------------------- losses
 # Each loss writes dz = d(loss)/dz and returns the loss; sums are kept in float64.
 

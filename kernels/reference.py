@@ -121,6 +121,13 @@ def all_finite(a):
     return bool(np.all(np.isfinite(a)))
 
 
+def float32_copy_finite(out, x):
+    """out = x rounded to float32 (N, D); True when no element of x is NaN or infinite."""
+    with np.errstate(over="ignore"):
+        out[...] = x.astype(np.float32)
+    return bool(np.isfinite(x).all())
+
+
 # --------------------------------------------------------------------------- losses
 
 def _reduce(per_sample, dz, sample_weight, mean):

@@ -695,3 +695,30 @@ def test_one_vs_rest_problems_share_one_float32_copy(sparse):
                        for a in vars(obj).values())
     want = (X.data if sparse else X).astype(np.float32)
     np.testing.assert_array_equal(design.float32(), want)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_logistic_checks_x_in_its_float32_copy(monkeypatch, bad):
+    """A dense binary logistic fit that reads X's float32 copy checks X for NaN and inf in
+    the copy's own pass (Design.check_finite), with scikit-learn's message, and a fit that
+    fails leaves the estimator as it was; a fit without the copy (lbfgs) still checks X."""
+    from fastnn.kernels import cpu
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20_000, 60))  # 1.2e6 entries >= hessp_float32_min
+    y = (X[:, 0] + 0.5 * rng.standard_normal(20_000) > 0).astype(int)
+    calls = []
+    real = cpu.float32_copy_finite
+    monkeypatch.setattr(cpu, "float32_copy_finite",
+                        lambda out, x: calls.append(x.shape) or real(out, x))
+    est = LogisticRegression().fit(X, y)
+    assert calls == [X.shape]  # one copy, which was also the check
+    coef = est.coef_.copy()
+    X_bad = X.copy()
+    X_bad[12_345, 17] = bad
+    message = "Input X contains NaN" if np.isnan(bad) else "Input X contains infinity"
+    for solver in ("auto", "lbfgs"):
+        est.set_params(solver=solver)
+        with pytest.raises(ValueError, match=message):
+            est.fit(X_bad, y)
+        np.testing.assert_array_equal(est.coef_, coef)
+    assert len(calls) == 2  # the auto (TRON) fit's copy found it; lbfgs made none

@@ -227,6 +227,25 @@ def test_all_finite(dtype, n, bad, where):
     assert cpu.all_finite(a) == ref.all_finite(a) == (bad is None or n == 0)
 
 
+# one row, primes, and 20,011 x 101 (~2e6 entries: the rows split into chunks; "middle"
+# lands in a chunk other than the first and the last)
+@pytest.mark.parametrize("n,d", [(1, 1), (13, 7), (20_011, 101)])
+@pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", [0, -1, "middle"])
+def test_float32_copy_finite(n, d, bad, where):
+    """The copy is astype's, bit for bit (ties to even, -0.0 kept, finite values beyond
+    float32's range to ±inf), and the flag is np.isfinite's over x."""
+    x = np.random.default_rng(n).standard_normal((n, d))
+    x.flat[0:2] = [-0.0, 1e300]  # beyond float32's range: inf in the copy, finite in x
+    x.flat[-1] = 1.0 + 2.0 ** -24  # a tie: rounds to even, 1.0
+    if bad is not None:
+        x.flat[x.size // 2 if where == "middle" else where] = bad
+    out, want = np.empty((n, d), np.float32), np.empty((n, d), np.float32)
+    got = cpu.float32_copy_finite(out, x)
+    assert got == ref.float32_copy_finite(want, x) == (bad is None)
+    np.testing.assert_array_equal(out.view(np.uint32), want.view(np.uint32))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sizes,bias", [([5, 13, 1, 7, 3], [True, False, True, True]),
                                         ([784, 128, 10], True), ([1, 1], False)])

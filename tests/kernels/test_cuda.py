@@ -266,6 +266,7 @@ CPU_ONLY = {
     "cholesky_solve": "the small Newton systems, one factorisation per step (CPU)",
     "weighted_diag": "TRON's diagonal preconditioner, once per outer step (CPU)",
     "weighted_diag_csr": "TRON's diagonal preconditioner, once per outer step (CPU)",
+    "float32_copy_finite": "a CPU linear model's float32 copy of X and its NaN/inf check",
     # ---- fused softmax passes (issue 11 part D)
     "softmax_value_grad": "the convex solvers' fused multinomial loss pass (CPU, TRON)",
     "softmax_hessp": "the convex solvers' fused multinomial Hessian-vector pass (CPU, TRON)",
