@@ -169,6 +169,12 @@ class _Objective:
     def value(self, theta):
         return self.value_grad(theta)[0]
 
+    def first_step_scale(self, s, u):
+        """t > 0 that minimises f(t s) from Θ = 0, for a direction s with scores u (TRON's
+        first step, where step_scores gives them); 1 where the objective has no line search
+        of its own."""
+        return 1.0
+
     def value_grad_along(self, theta, s, u):
         """value_grad at theta, and H s there (the Hessian at theta along s, whose scores u
         the caller built from hessp's: step_scores), in one pass over X."""
@@ -304,6 +310,28 @@ class _LogisticLoss(_Objective):
             f = cpu.logistic_value_grad(self._out, self.hw, self._value_design(), w, self._b,
                                         self.y, self.s)
         return f, self._out[:self.p].copy()
+
+    def first_step_scale(self, s, u):
+        """The minimiser of φ(t) = f(t s) from Θ = 0, by Newton's method on the step's
+        scores u = Xb s (kernels.cpu.logistic_line_derivs: one pass over N values, none over
+        X), from t = 1, halving t where a Newton step would leave t > 0; φ is convex.
+        Newton's first step from 0 takes the curvature at z = 0, σ'(0) = ¼, the largest it
+        can be, so it falls short: on W6's 100,000 x 100 dense row the minimum lies at t =
+        2.3, where the gradient is 0.036 of ||g0|| (0.27 at t = 1), and the fit takes 4 TRON
+        steps instead of 7 (9 products and 6 loss passes against 7 and 9). A departure from
+        liblinear's TRON, which takes the step as CG gives it."""
+        sps = float(s @ (self.pen * s))
+        t = 1.0
+        for _ in range(20):
+            d1, d2 = cpu.logistic_line_derivs(u, self.y, self.s, t)
+            d1, d2 = d1 + t * sps, d2 + sps
+            if not d2 > 0:
+                break
+            step = d1 / d2
+            t = t - step if t - step > 0 else 0.5 * t
+            if abs(step) <= 0.05 * t:  # t to a few %: it shapes the step, not the answer
+                break
+        return t
 
     def data_value_grad_along(self, theta, u):
         w = self._padded(theta)
@@ -653,6 +681,12 @@ def _tron(obj, theta, tol, max_iter, precondition=None, start=None, g0=None):
         # model's next gradient, is within cg_enough of the stopping bound
         forcing = max(forcing, obj.cg_enough * tol * g0 / gnorm)
         s, r, boundary, u = _steihaug_cg(obj, g, delta, forcing, M, warm)
+        if it == 0 and u is not None and not theta.any():
+            # the first step from Θ = 0, along CG's direction to the minimum of f (a line
+            # search on the step's scores, no pass over X); s, its scores and CG's residual
+            # r = −g − H s scale with it
+            t = obj.first_step_scale(s, u)
+            s, u, r = t * s, t * u, -g + t * (g + r)
         gs = float(g @ s)
         prered = -0.5 * (gs - float(s @ r))
         if u is not None:

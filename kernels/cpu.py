@@ -2525,6 +2525,29 @@ def logistic_value_grad_csr(grad, hw, data, indices, indptr, w, bias, y, sample_
                        bias, y, sample_weight, 0, hw[:0], phases)
 
 
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def logistic_line_derivs(u, y, sample_weight, t):
+    """φ'(t) and φ''(t) of φ(t) = Σ_i s_i log(1 + exp(−y_i t u_i)), the logistic data term
+    along a direction with scores u (N,) from Θ = 0 (TRON's first step: its line search,
+    fastnn.linear_model._tron), y = ±1, s the sample weights: φ' = −Σ s_i y_i u_i σ(−m_i),
+    φ'' = Σ s_i u_i² σ(m_i) σ(−m_i), m_i = y_i t u_i, from e = exp(−|m|), so neither
+    overflows. In float64 whatever u's dtype (libm's exp: 0.35 ms at 100,000 rows; _svm_exp,
+    which did not vectorize here, 0.64)."""
+    d1 = 0.0
+    d2 = 0.0
+    for i in range(u.shape[0]):
+        ui = float(u[i])
+        yi = float(y[i])
+        m = yi * t * ui
+        e = math.exp(-abs(m))
+        q = 1.0 / (1.0 + e)
+        neg = e * q if m >= 0.0 else q  # σ(−m)
+        sw = float(sample_weight[i])
+        d1 -= sw * yi * ui * neg
+        d2 += sw * ui * ui * e * q * q
+    return d1, d2
+
+
 @njit(cache=True)
 def weighted_hessp(out, x, hw, v, bias):
     """_fused_rows mode 1 over the rows of dense x (N, D)."""

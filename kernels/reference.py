@@ -1022,6 +1022,17 @@ def logistic_value_grad_csr(grad, hw, data, indices, indptr, w, bias, y, sample_
     return _logistic_value_grad(grad, hw, _with_bias(x, bias), w, y, sample_weight)
 
 
+def logistic_line_derivs(u, y, sample_weight, t):
+    """φ'(t), φ''(t) of φ(t) = Σ_i s_i log(1 + exp(−y_i t u_i)) (scores u from Θ = 0)."""
+    u = u.astype(np.float64)
+    m = y * t * u
+    e = np.exp(-np.abs(m))
+    q = 1.0 / (1.0 + e)
+    neg = np.where(m >= 0, e * q, q)  # σ(−m)
+    return (float(-np.sum(sample_weight * y * u * neg)),
+            float(np.sum(sample_weight * u * u * e * q * q)))  # σ(m) σ(−m) = e / (1 + e)²
+
+
 def weighted_hessp(out, x, hw, v, bias):
     """out = Xbᵀ diag(hw) Xb v, Xb = [X, bias 1]: the data term of a Hessian-vector product of
     a loss with curvature hw (N,)."""

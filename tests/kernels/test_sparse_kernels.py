@@ -434,6 +434,37 @@ def test_weighted_hessp_float32_x_sums_in_float64():
         np.testing.assert_allclose(g, h, rtol=1e-12, atol=1e-12 * np.abs(h).max())
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 13, 2003])
+@pytest.mark.parametrize("t", [1.0, 2.5, 1e-3])
+def test_logistic_line_derivs_match_twin_and_differences(dtype, n, t):
+    """TRON's first-step line search: φ'(t), φ''(t) of φ(t) = Σ s_i log(1 + exp(−y_i t u_i))
+    against the NumPy twin, and against central differences of φ and of φ' (float64; φ from
+    np.logaddexp), with scores from ±1e3 (σ saturates: no overflow) to 1e-3."""
+    rng = np.random.default_rng(n)
+    u = (rng.standard_normal(n) * np.where(rng.random(n) < 0.1, 1e3, 1.0)).astype(dtype)
+    u[0] = 1e-3
+    y = np.where(rng.random(n) < 0.5, -1.0, 1.0)
+    sw = rng.random(n) + 0.5
+    got = cpu.logistic_line_derivs(u, y, sw, t)
+    want = reference.logistic_line_derivs(u, y, sw, t)
+    # float64 sums of float64 terms, in another order (the twin's np.sum is pairwise)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-300)
+    u64 = u.astype(np.float64)
+
+    def phi(tt):
+        return float(np.sum(sw * np.logaddexp(0.0, -y * tt * u64)))
+    h = 1e-6 * max(t, 1.0)
+    d1 = (phi(t + h) - phi(t - h)) / (2 * h)
+    d2 = (cpu.logistic_line_derivs(u, y, sw, t + h)[0]
+          - cpu.logistic_line_derivs(u, y, sw, t - h)[0]) / (2 * h)
+    # a central difference errs by O(h²) times the third derivative, plus the rounding of φ
+    # (~1e-16 φ) over h
+    scale = 1e-16 * phi(t) / h + 1e-7
+    assert abs(got[0] - d1) <= 1e-6 * abs(d1) + scale
+    assert abs(got[1] - d2) <= 1e-5 * abs(d2) + scale
+
+
 def test_fused_logistic_gradient_and_hessp_are_derivatives():
     rng = np.random.default_rng(5)
     x, xs, w, y, sw = _fused_args(rng, 29, 6, np.float64, 0.7)
