@@ -208,19 +208,21 @@ class _Workspace:
         self._user = None
 
     def take(self, shape):
-        """An uninitialised float32 array of `shape`."""
+        """An uninitialised float32 array of `shape`, and whether it is fresh memory (never
+        written: its pages not yet faulted in)."""
         n = int(np.prod(shape))
         if 4 * n > WORKSPACE_MAX_BYTES:
-            return np.empty(shape, np.float32)
+            return np.empty(shape, np.float32), True
         with self._lock:
             if self._user is not None and self._user() is not None:
-                return np.empty(shape, np.float32)
-            if self._buf is None or self._buf.size < n:
+                return np.empty(shape, np.float32), True
+            fresh = self._buf is None or self._buf.size < n
+            if fresh:
                 self._buf = None  # the old buffer goes before the new one comes
                 self._buf = np.empty(n, np.float32)
             out = self._buf[:n].reshape(shape)
             self._user = weakref.ref(out)
-            return out
+            return out, fresh
 
     def release(self):
         with self._lock:
@@ -320,12 +322,12 @@ class Design:
         Design may hold the array: it is the workspace's until the Design is gone."""
         if self._float32 is None:
             src = self.rows[0] if self.sparse else self.X
-            out = _WORKSPACE.take(src.shape)
+            out, fresh = _WORKSPACE.take(src.shape)
             if self.sparse:
                 np.copyto(out, src, casting="same_kind")
                 self._finite = None
             else:  # the copy's read of X also checks it (check_finite)
-                self._finite = cpu.float32_copy_finite(out, src)
+                self._finite = cpu.float32_copy_finite(out, src, fresh)
             self._float32 = out
         return self._float32
 

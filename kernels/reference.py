@@ -121,8 +121,9 @@ def all_finite(a):
     return bool(np.all(np.isfinite(a)))
 
 
-def float32_copy_finite(out, x):
-    """out = x rounded to float32 (N, D); True when no element of x is NaN or infinite."""
+def float32_copy_finite(out, x, fresh):
+    """out = x rounded to float32 (N, D); True when no element of x is NaN or infinite.
+    fresh (whether out's pages were ever touched) only sets kernels.cpu's thread count."""
     with np.errstate(over="ignore"):
         out[...] = x.astype(np.float32)
     return bool(np.isfinite(x).all())

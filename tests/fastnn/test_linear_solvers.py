@@ -740,7 +740,7 @@ def test_logistic_checks_x_in_its_float32_copy(monkeypatch, bad):
     calls = []
     real = cpu.float32_copy_finite
     monkeypatch.setattr(cpu, "float32_copy_finite",
-                        lambda out, x: calls.append(x.shape) or real(out, x))
+                        lambda out, x, fresh: calls.append(x.shape) or real(out, x, fresh))
     est = LogisticRegression().fit(X, y)
     assert calls == [X.shape]  # one copy, which was also the check
     coef = est.coef_.copy()

@@ -240,10 +240,12 @@ def test_float32_copy_finite(n, d, bad, where):
     x.flat[-1] = 1.0 + 2.0 ** -24  # a tie: rounds to even, 1.0
     if bad is not None:
         x.flat[x.size // 2 if where == "middle" else where] = bad
-    out, want = np.empty((n, d), np.float32), np.empty((n, d), np.float32)
-    got = cpu.float32_copy_finite(out, x)
-    assert got == ref.float32_copy_finite(want, x) == (bad is None)
-    np.testing.assert_array_equal(out.view(np.uint32), want.view(np.uint32))
+    want = np.empty((n, d), np.float32)
+    assert ref.float32_copy_finite(want, x, False) == (bad is None)
+    for fresh in (False, True):  # threads over row chunks, or one thread
+        out = np.empty((n, d), np.float32)
+        assert cpu.float32_copy_finite(out, x, fresh) == (bad is None)
+        np.testing.assert_array_equal(out.view(np.uint32), want.view(np.uint32))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
