@@ -290,11 +290,16 @@ class _LogisticLoss(_Objective):
         self._b = self.bias if self.p > self.d else 0.0
         self._out32 = np.empty(self.d + 1, np.float32)
         self._hw32 = None  # the float32 curvature, per value_grad
-        self.float32_phase = (not design.sparse
-                              and design.shape[0] * design.shape[1] >= self.hessp_float32_min)
+        self.float32_phase = self.dense_float32(design)
         self.step_scores = self.warm_start_cg and not design.sparse
         self.scores = None if design.sparse else np.empty(y_pm.shape[0])
         self._hs = np.empty(self.d + 1)
+
+    @classmethod
+    def dense_float32(cls, design):
+        """Whether TRON's passes over this dense design read its float32 copy (its first
+        phase, and its Hessian-vector products: hessp_float32_min)."""
+        return not design.sparse and design.shape[0] * design.shape[1] >= cls.hessp_float32_min
 
     def _padded(self, theta):
         self._w[:self.p] = theta
@@ -367,7 +372,7 @@ class _LogisticLoss(_Objective):
 
     def _hessp_design(self):
         """Dense X as the Hessian-vector products read it (hessp_float32_min)."""
-        if self.X.X.size < self.hessp_float32_min or self.x_precision == "float64":
+        if not self.dense_float32(self.X) or self.x_precision == "float64":
             return self.X.X
         return self.X.float32()
 
@@ -1270,8 +1275,7 @@ class LogisticRegression(_LinearClassifier):
         """Whether this fit's solver reads dense X's float32 copy (Design.float32): the binary
         logistic loss's TRON on at least _LogisticLoss.hessp_float32_min entries."""
         n_coef = design.shape[1] + int(self.fit_intercept)
-        return (not self._multinomial and not design.sparse
-                and design.shape[0] * design.shape[1] >= _LogisticLoss.hessp_float32_min
+        return (not self._multinomial and _LogisticLoss.dense_float32(design)
                 and _auto_solver(self.solver, design, n_coef) == "tron")
 
     def _fit_convex(self, design, y_idx, k, sw, wrap=None):
