@@ -205,7 +205,7 @@ def test_design_float32_copies_share_one_workspace_one_design_at_a_time(monkeypa
 @pytest.mark.parametrize("slow", [1, 2])
 def test_faster_order_alternates_then_keeps_the_faster(slow):
     """_FasterOrder: the first 2 TRIALS passes alternate the two orders (0, the kernels'
-    own rule, until then), then only the faster runs. The slow order sleeps 30 ms a pass, a
+    own rule, until then), then only the faster runs. The slow order sleeps 0.1 s a pass, a
     margin no scheduler delay of the fast one's two passes bridges on a CI machine."""
     import time
 
@@ -215,7 +215,7 @@ def test_faster_order_alternates_then_keeps_the_faster(slow):
     def run(phases):
         seen.append(phases)
         if phases == slow:
-            time.sleep(0.03)
+            time.sleep(0.1)
         return phases * 10
 
     assert order.order == 0
