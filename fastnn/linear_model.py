@@ -1261,9 +1261,9 @@ class LogisticRegression(_LinearClassifier):
             coef, intercept = self._fit_sgd(X, y_idx, classes.size, sw)
         else:
             design = Design(X)
-            if wrap is None:  # X's NaN/inf check, in the float32 copy's pass where TRON reads one
-                design.check_finite(self, float32_copy=self._reads_float32(design))
-            with solver_thread_limit():
+            with solver_thread_limit():  # the float32 copy's threads too
+                if wrap is None:  # X's NaN/inf check (in the copy's own pass where TRON reads one)
+                    design.check_finite(self, float32_copy=self._reads_float32(design))
                 coef, intercept = self._fit_convex(design, y_idx, classes.size, sw, wrap)
         if self._multinomial and classes.size == 2:
             # two softmax logits carry one decision: their difference is the log-odds
