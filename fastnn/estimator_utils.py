@@ -281,7 +281,8 @@ class Design:
         self.sparse = scipy.sparse.issparse(X)
         self._scaled = None
         self._float32 = None
-        self._finite = None  # whether dense X is finite, known once float32() has run
+        self._finite = None  # whether X is finite, known once float32() has run
+        self._float32_finite = None  # whether the float32 copy is (float32_holds_x)
         if self.sparse:
             self._X = X
             csr = X.tocsr()
@@ -324,13 +325,20 @@ class Design:
         if self._float32 is None:
             src = self.rows[0] if self.sparse else self.X
             out, fresh = _WORKSPACE.take(src.shape)
-            if self.sparse:
-                np.copyto(out, src, casting="same_kind")
-                self._finite = None
-            else:  # the copy's read of X also checks it (check_finite)
-                self._finite = cpu.float32_copy_finite(out, src, fresh)
+            # the copy's read of X also checks it (check_finite) and the copy's range
+            self._finite, self._float32_finite = cpu.float32_copy_finite(
+                out.reshape(1, -1) if self.sparse else out,
+                src.reshape(1, -1) if self.sparse else src, fresh)
             self._float32 = out
         return self._float32
+
+    def float32_holds_x(self):
+        """Whether the float32 copy (made here if need be) holds X: no value of X beyond
+        float32's range (±3.4e38), which the copy would hold as ±inf. Where it does not, no
+        pass may read the copy (a fit on X with a 1e39 in it returned zeros, its float32
+        gradient infinite)."""
+        self.float32()
+        return self._float32_finite
 
     def check_finite(self, estimator, float32_copy=False):
         """Raise scikit-learn's ValueError ("Input X contains NaN.", "... infinity ...") when
@@ -341,7 +349,7 @@ class Design:
         and NumPy's copy; else in one pass of kernels.cpu.all_finite."""
         if self.sparse:
             finite = cpu.all_finite(self.rows[0])
-        elif float32_copy:
+        elif float32_copy or self._float32 is not None:
             self.float32()
             finite = self._finite
         else:

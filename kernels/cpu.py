@@ -328,31 +328,43 @@ def all_finite(a):
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
 def float32_copy_finite(out, x, fresh):
-    """out = x rounded to float32, for x (N, D), and True when no element of x is NaN or
-    infinite (all_finite's x * 0 sums), in one read of x: a linear model's float32 copy of
-    dense X doubles as X's finiteness check, in place of scikit-learn's pass (a one-thread
-    np.sum, 4.4 ms at 100,000 x 100). Rows split into at most 8 chunks over numba's threads
-    (2.4 ms against 2.9 on one thread at 100,000 x 100), unless out's pages are `fresh`
-    (never touched): two threads faulting them in contend in the kernel (44 ms against 5-7 on
-    one thread). A finite x beyond float32's range becomes ±inf in out, as astype makes it."""
+    """out = x rounded to float32, for x (N, D), in one read of x; returns (whether no element
+    of x is NaN or infinite, whether no element of out is), from all_finite's x * 0 sums
+    over both: a linear model's float32 copy of dense X doubles as X's finiteness check, in
+    place of scikit-learn's pass (a one-thread np.sum, 4.4 ms at 100,000 x 100), and tells
+    whether the copy holds X (a finite x beyond float32's range becomes ±inf in out, as
+    astype makes it, and no pass may then read the copy). Rows split into at most 8 chunks
+    over numba's threads (2.4 ms against 2.9 on one thread at 100,000 x 100), unless out's
+    pages are `fresh` (never touched): two threads faulting them in contend in the kernel
+    (44 ms against 5-7 on one thread)."""
     n = x.shape[0]
     chunks = 1 if fresh else max(1, min(8, n, n * x.shape[1] // 1_000_000))
     bad = np.zeros(chunks, np.bool_)
+    bad32 = np.zeros(chunks, np.bool_)
     zero = _typed(x, 0.0)
+    zero32 = np.float32(0.0)
     for c in prange(chunks):
         acc = zero
+        acc32 = zero32
         for i in range(c * n // chunks, (c + 1) * n // chunks):
             xi = x[i]
             oi = out[i]
             for j in range(xi.shape[0]):
                 v = xi[j]
-                oi[j] = np.float32(v)
+                o = np.float32(v)
+                oi[j] = o
                 acc += v * zero
+                acc32 += o * zero32
         bad[c] = acc != zero
+        bad32[c] = acc32 != zero32
+    finite = True
+    finite32 = True
     for c in range(chunks):
         if bad[c]:
-            return False
-    return True
+            finite = False
+        if bad32[c]:
+            finite32 = False
+    return finite, finite32
 
 
 # --------------------------------------------------------------------------- losses

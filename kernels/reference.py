@@ -122,11 +122,12 @@ def all_finite(a):
 
 
 def float32_copy_finite(out, x, fresh):
-    """out = x rounded to float32 (N, D); True when no element of x is NaN or infinite.
-    fresh (whether out's pages were ever touched) only sets kernels.cpu's thread count."""
+    """out = x rounded to float32 (N, D); (whether no element of x is NaN or infinite,
+    whether no element of out is). fresh (whether out's pages were ever touched) only sets
+    kernels.cpu's thread count."""
     with np.errstate(over="ignore"):
         out[...] = x.astype(np.float32)
-    return bool(np.isfinite(x).all())
+    return bool(np.isfinite(x).all()), bool(np.isfinite(out).all())
 
 
 # --------------------------------------------------------------------------- losses

@@ -616,6 +616,99 @@ def test_tron_stops_cg_once_the_tolerance_is_met(monkeypatch):
     optimum = LogisticRegression(fit_intercept=False, tol=1e-13).fit(X, y)
     assert _rel(enough.coef_, optimum.coef_) < 1e-6
 
+def _scaled_columns(c, n=5000, d=30, seed=0):
+    """A logistic problem whose column 5 is N(0, 1) times c (well conditioned once scaled)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    y = (X[:, 0] + 0.5 * rng.standard_normal(n) > 0).astype(int)
+    X[:, 5] *= c
+    return X, y
+
+
+@pytest.mark.parametrize("form", ["dense", "csr"])
+@pytest.mark.parametrize("c", [1.0, 1e3, 1e6])
+def test_tron_measures_badly_scaled_columns_in_their_metric(monkeypatch, form, c):
+    """_tron_metric: a column 1e6 times the others' scale dominates ||g0||, and liblinear's
+    rule ||g|| <= tol ||g0|| stopped 1.6e-5 (dense) and 8.1e-5 (CSR) off the optimum
+    (asserted below with the metric off); TRON's default measures the gradient in
+    diag(H(0))'s metric instead, and reaches Newton's optimum (affine invariant, exact
+    Hessian) in as many steps as at c = 1."""
+    X, y = _scaled_columns(c)
+    if form == "csr":
+        X = scipy.sparse.csr_matrix(X)
+    want = LogisticRegression(solver="newton", tol=1e-13, max_iter=100).fit(X, y).coef_
+    chosen = []
+    metric = linear_model._tron_metric
+    monkeypatch.setattr(linear_model, "_tron_metric",
+                        lambda obj, g: chosen.append(metric(obj, g)) or chosen[-1])
+    est = LogisticRegression(solver="tron").fit(X, y)
+    assert _rel(est.coef_, want) < REL
+    if c == 1.0:
+        assert chosen == [None] and est.n_iter_ <= 7  # 5 dense (warm-started CG), 7 CSR
+    else:
+        assert chosen[0] is not None and chosen[0].max() > 1e5
+        assert est.n_iter_ <= 7  # as at c = 1; liblinear's rule: 19-20 at 1e3, 25-26 at 1e6
+    if c == 1e6:  # liblinear's rule, the metric off: stops early, silently
+        monkeypatch.setattr(linear_model, "_SCALE_GATE", np.inf)
+        plain = LogisticRegression(solver="tron").fit(X, y)
+        assert _rel(plain.coef_, want) > 10 * REL
+
+
+@pytest.mark.parametrize("kind", ["logistic_dense", "logistic_csr", "softmax"])
+def test_tron_metric_costs_no_pass_on_w6s_well_scaled_problems(monkeypatch, kind):
+    """|g0|'s largest entry within _SCALE_GATE of its 25th percentile (W6's rows: at most
+    13): TRON decides on liblinear's rule without computing diag(H)."""
+    from fastnn.bench.workloads import _w6_synthetic
+    X, y = _w6_synthetic(kind, 4000, 400 if kind == "logistic_csr" else 50)
+    monkeypatch.setattr(linear_model._Objective, "diag", lambda self: pytest.fail("a pass"))
+    est = (SoftmaxRegression if kind == "softmax" else LogisticRegression)(solver="tron")
+    assert est.fit(X, y).n_iter_ > 0
+
+
+@pytest.mark.parametrize("name", ["softmax", "squared_hinge"])
+def test_tron_metric_serves_softmax_and_squared_hinge(name):
+    """The same on the multinomial and squared-hinge objectives (CSR): the optimum of the
+    badly scaled problem, against Newton's (softmax) or dual coordinate descent's (squared
+    hinge; liblinear's objective, the intercept a penalised feature)."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((3000, 20))
+    y = np.argmax(X[:, :3] * 2 + rng.gumbel(size=(3000, 3)), axis=1)
+    X[:, 5] *= 1e5
+    Xs = scipy.sparse.csr_matrix(X)
+    if name == "softmax":
+        want = SoftmaxRegression(solver="newton", tol=1e-13, max_iter=100).fit(X, y).coef_
+        est = SoftmaxRegression(solver="tron").fit(Xs, y)
+    else:
+        y = (y == 0).astype(int)
+        # liblinear's primal TRON, preconditioned (dual CD crawls on a column this large)
+        want = LinearSVC(dual=False, tol=1e-12, max_iter=10_000).fit(X, y).coef_
+        est = LinearSVM(loss="squared_hinge", solver="tron").fit(Xs, y)
+    assert _rel(est.coef_, want) < REL
+
+
+@pytest.mark.parametrize("form", ["dense", "csr"])
+def test_x_beyond_float32s_range_is_never_read_in_float32(form):
+    """A finite value beyond float32's range (1e39) is ±inf in the float32 copy; a fit that
+    read the copy returned zeros (its gradient infinite). Design.float32_holds_x says so,
+    and TRON reads X itself: the same optimum as Newton's on X."""
+    rng = np.random.default_rng(2)
+    n, d = (20_000, 60) if form == "dense" else (10_000, 1_000)  # >= hessp_float32_min
+    if form == "dense":
+        X = rng.standard_normal((n, d))
+    else:
+        X = scipy.sparse.random(n, d, density=0.1, format="csr", random_state=rng,
+                                data_rvs=rng.standard_normal)
+    y = (rng.random(n) < 1 / (1 + np.exp(-3 * (X @ rng.standard_normal(d)) / np.sqrt(
+        d if form == "dense" else 0.1 * d)))).astype(int)
+    X[3, 5] = 1e39
+    design = Design(X)
+    assert not design.float32_holds_x()
+    assert Design(X * 1e-10).float32_holds_x()
+    want = LogisticRegression(solver="newton", tol=1e-12, max_iter=100).fit(X, y).coef_
+    est = LogisticRegression(solver="tron").fit(X, y)
+    assert np.abs(est.coef_).max() > 0.1 and _rel(est.coef_, want) < REL
+
+
 def test_distributed_wrapper_turns_off_the_float32_phase_and_warm_start():
     """A rank's own row count must not change the sequence of collective calls."""
     from fastnn import distributed_linear
