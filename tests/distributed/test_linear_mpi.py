@@ -1,9 +1,9 @@
 """The convex linear models fitted over MPI ranks (fit(..., distributed=True)) reach the
 single-process coefficients: `mpiexec -n 2` and `-n 3` run linear_mpi_worker.py, whose
 docstring gives the cases (uneven shards, a rank with one class, a rank with no rows,
-sample weights, intercepts, CSR input; Newton, TRON, L-BFGS; LogisticRegression one-vs-rest,
-SoftmaxRegression, LinearRegression and ridge, LinearSVM's squared-hinge TRON) and the bound
-each difference must stay within. Without mpiexec the test skips, except under CI (CI set),
+sample weights, intercepts, CSR input, a badly scaled column; Newton, TRON, L-BFGS;
+LogisticRegression one-vs-rest, SoftmaxRegression, LinearRegression and ridge, LinearSVM's
+squared-hinge TRON) and the bound each difference must stay within. Without mpiexec the test skips, except under CI (CI set),
 where it fails: CI must run it (mpi_helpers.mpiexec)."""
 import numpy as np
 import pytest
@@ -19,7 +19,7 @@ TIMEOUT_S = 240  # a hard stop: a rank stuck in a collective must not hang CI (n
 def test_distributed_fits_reach_the_single_process_coefficients(ranks, tmp_path):
     report = run_checks(ranks, "linear_mpi_worker.py", tmp_path, timeout=TIMEOUT_S)
     assert report["ranks"] == ranks
-    assert len(report["cases"]) == 7
+    assert len(report["cases"]) == 8
     for name, case in report["cases"].items():
         # the bound: both fits within tol ||∇f(0)|| / μ of the optimum, plus rounding (the
         # worker's docstring); measured differences are ~1e-15, bounds ~1e-9
