@@ -1508,14 +1508,16 @@ def _svm_margins(design, y_pm, w, bias):
     return y_pm * (design.matmul(w[:-1, None])[:, 0] + bias * w[-1])
 
 
-def _svm_kkt_spread(margins, alpha, upper):
-    """liblinear's stopping measure for the hinge SVM's dual: the spread max − min of the
-    projected gradient G_i = margin_i − 1 (min(G, 0) where α_i = 0, max(G, 0) where α_i is
-    at its bound, else G)."""
+def _svm_kkt_violation(margins, alpha, upper):
+    """The hinge SVM's dual optimality, max_i |PG_i|, PG the projected gradient of G_i =
+    margin_i − 1 (min(G, 0) where α_i = 0, max(G, 0) where α_i is at its bound, else G):
+    zero exactly at the optimum. Not liblinear's spread max PG − min PG, which its
+    coordinate descent stops on: w = 0, α = 0 has every PG = −1 and a spread of 0 (the
+    interior point's first margin-set test returned it for iris's separable class)."""
     G = margins - 1.0
     pg = np.where(alpha <= 0.0, np.minimum(G, 0.0),
                   np.where(alpha >= upper, np.maximum(G, 0.0), G))
-    return float(pg.max() - pg.min()) if pg.size else 0.0
+    return float(np.abs(pg).max()) if pg.size else 0.0
 
 
 def _hinge_exact(design, y_pm, upper, bias, w, tol):
@@ -1523,8 +1525,8 @@ def _hinge_exact(design, y_pm, upper, bias, w, tol):
     margin is within thr of 1 form the margin set S (generically at most D + 1 of them),
     those below it the bound set B (α = upper); then w = Σ_B upper_i a_i + Σ_S β_i a_i
     with a_i·w = 1 on S, a (|S|, |S|) system. Accepted for the first thr (1e-8 .. 1e-3)
-    whose β lies in its box and whose (w, α) passes the dual's test (spread <= tol): the
-    optimum then holds to rounding, which no coordinate descent reaches on n >> D."""
+    whose β lies in its box and whose (w, α) meets the dual's conditions (max |PG| <= tol):
+    the optimum then holds to rounding, which no coordinate descent reaches on n >> D."""
     m = _svm_margins(design, y_pm, w, bias)
     n, d = design.shape
     tried = None
@@ -1554,7 +1556,7 @@ def _hinge_exact(design, y_pm, upper, bias, w, tol):
                 continue
             alpha[S] = np.clip(beta, 0.0, upper[S])
             c = c + AS.T @ beta
-        if _svm_kkt_spread(_svm_margins(design, y_pm, c, bias), alpha, upper) <= tol:
+        if _svm_kkt_violation(_svm_margins(design, y_pm, c, bias), alpha, upper) <= tol:
             return c, alpha
     return None
 
@@ -1669,7 +1671,8 @@ def _hinge_ipm_steps(design, y_pm, upper, bias, tol, max_iter):
             break
     alpha = np.clip(alpha, 0.0, u)
     w = a_t(alpha)
-    return w, alpha, it, _svm_kkt_spread(_svm_margins(design, y_pm, w, bias), alpha, u) <= tol
+    margins = _svm_margins(design, y_pm, w, bias)
+    return w, alpha, it, _svm_kkt_violation(margins, alpha, u) <= tol
 
 
 class LinearSVM(_LinearClassifier):
@@ -1711,13 +1714,14 @@ class LinearSVM(_LinearClassifier):
         Hessian-vector products serve wide X too); for the hinge "interior_point" where
         samples number at least 10 times the coefficients, these at most 1,000, and a Gram of
         X costs at most 2e9 multiply-adds (N (D + 1)², or Σ nnz_i² on sparse X), else
-        "dual_cd". Where the interior point does not find the exact solution (raw features
-        so collinear that its steps lose their accuracy: raw breast cancer), coordinate
-        descent finishes from its α.
+        "dual_cd". Where the interior point does not find the exact solution (its steps
+        lose their accuracy on raw breast cancer's collinear features, and on raw digits at
+        C >= 100), coordinate descent finishes from its α (and warns, as it alone would).
     tol : float > 0 or None, default None
-        dual_cd and interior_point: the projected-gradient spread (None: 1e-6); tron: ||∇f|| relative to its
-        start (None: 1e-10: the squared hinge's Hessian jumps where a margin crosses 1, so
-        the last steps converge only linearly); sgd: the epoch's change in loss (None: 1e-8).
+        dual_cd: the projected gradient's spread, liblinear's (None: 1e-6); interior_point:
+        its largest magnitude (None: 1e-6); tron: ||∇f|| relative to its start (None:
+        1e-10: the squared hinge's Hessian jumps where a margin crosses 1, so the last steps
+        converge only linearly); sgd: the epoch's change in loss (None: 1e-8).
     max_iter : int, default 10000
         Passes over the data (dual_cd), interior-point steps (interior_point, plus the
         passes of a coordinate descent that finishes), Newton steps (tron), epochs (sgd).

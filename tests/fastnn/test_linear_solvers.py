@@ -348,6 +348,17 @@ def test_linear_svm_hinge_interior_point_is_exact(form, case):
         assert primal(est, c) <= primal(cd, c) * (1 + 1e-12)
 
 
+@pytest.mark.parametrize("C", [0.01, 1.0, 100.0, 1e4])
+def test_linear_svm_hinge_interior_point_separable_class(iris, C):
+    """Iris's setosa is linearly separable from the rest: every margin >= 1, the bound set
+    empty. The optimality test once took liblinear's spread (max PG − min PG), which w = 0,
+    α = 0 passes (every PG −1): the fit returned zeros for that class at C = 100."""
+    X, y = iris
+    est = LinearSVM(C=C).fit(X, y)
+    for c in range(3):
+        assert _hinge_kkt_violation(est, X, y, np.ones(len(y)), C, c) < 1e-9
+
+
 def test_linear_svm_hinge_default_converges_on_w6s_data():
     """The issue's example (LinearSVM on 20,000 x 100 dense: 15 s and stopped at max_iter;
     then dual CD: 10,000 passes, a ConvergenceWarning): the default fit now reaches the
