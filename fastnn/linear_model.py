@@ -568,14 +568,29 @@ def _newton_step(H, g):
             return -scipy.linalg.lstsq(H, g)[0]
 
 
+def _squares_of_x_finite(values):
+    """values (a Hessian, its diagonal, a gradient's norm, margins), or ValueError naming X
+    where they overflowed: a second-order solver squares X's values, and beyond ~1.3e154
+    float64 cannot hold the squares (a fit with 1e200 in X returned coefficients 5e-5 off
+    with NumPy's overflow warnings, or of 1e-90; Newton's ||g0|| overflowed to inf, and
+    every gradient passed its test). fit_guard leaves the estimator as it was."""
+    if not np.all(np.isfinite(values)):
+        raise ValueError("X has values too large for this solver: it squares them, and "
+                         "beyond ~1.3e154 their squares overflow float64; scale X")
+    return values
+
+
 def _newton(obj, theta, tol, max_iter):
     f, g = obj.value_grad(theta)
-    g0 = np.linalg.norm(g)
+    with np.errstate(over="ignore"):
+        g0 = _squares_of_x_finite(np.linalg.norm(g))
     for it in range(max_iter):
         gnorm = np.linalg.norm(g)
         if gnorm <= tol * g0:
             return theta, it, True
-        step = _newton_step(obj.hessian(), g)
+        with np.errstate(over="ignore", invalid="ignore"):  # _squares_of_x_finite says it
+            H = obj.hessian()
+        step = _newton_step(_squares_of_x_finite(H), g)
         gs = float(g @ step)
         t = 1.0
         for _ in range(40):
@@ -692,15 +707,15 @@ def _tron_metric(obj, g):
     percentile of its non-zero entries (W6's rows: at most 13, so well-scaled data spends no
     pass on the question), and diag(H), one pass, confirms it: its largest entry exceeds
     _SCALE_RATIO times its 25th percentile (column scales ~30 apart). M is normalised by its
-    median (a zero entry, a column without data or penalty, counts as the median; an
-    overflow as float64's largest)."""
+    median (a zero entry, a column without data or penalty, counts as the median)."""
     if obj.metric_decided:
         return obj.metric
     obj.metric_decided = True
     a = np.abs(g)
     nonzero = a[a > 0]
     if nonzero.size and a.max() > _SCALE_GATE * np.percentile(nonzero, 25):
-        D = np.minimum(obj.diag(), np.finfo(np.float64).max)
+        with np.errstate(over="ignore", invalid="ignore"):  # _squares_of_x_finite says it
+            D = _squares_of_x_finite(obj.diag())
         positive = D[D > 0]
         if positive.size and D.max() > _SCALE_RATIO * np.percentile(positive, 25):
             med = np.median(positive)
@@ -734,7 +749,8 @@ def _tron(obj, theta, tol, max_iter, precondition=None, start=None, g0=None):
         M = (1.0 - _PCG_ALPHA) + _PCG_ALPHA * obj.diag()
     gnorm = np.linalg.norm(g) if metric is None else _metric_norm(g, metric)
     g0 = gnorm if g0 is None else g0
-    delta = np.sqrt(float(g @ (M * g)))
+    with np.errstate(over="ignore"):  # inf on huge columns (|x| ~1e150): the first step caps it
+        delta = np.sqrt(float(g @ (M * g)))
     it, warm = 0, None
     for _ in range(10 * max_iter):  # accepted steps count towards max_iter; rejected ones
         if it >= max_iter:           # shrink the region, at most 10x as many
@@ -1615,7 +1631,8 @@ def _hinge_ipm_steps(design, y_pm, upper, bias, tol, max_iter):
     it = 0
     for it in range(1, max_iter + 1):
         w = a_t(alpha)
-        margins = _svm_margins(design, y_pm, w, bias)
+        with np.errstate(over="ignore", invalid="ignore"):
+            margins = _squares_of_x_finite(_svm_margins(design, y_pm, w, bias))
         rd = margins - 1.0 - z + v  # the dual's gradient Q α − 1, less z, plus v
         s2 = u - alpha
         mu = (z @ alpha + v @ s2) / (2 * n)
@@ -1627,10 +1644,12 @@ def _hinge_ipm_steps(design, y_pm, upper, bias, tol, max_iter):
             break
         omega = 1.0 / (z / alpha + v / s2)  # Σ⁻¹
         M = np.empty((p, p))
-        M[:d, :d] = design.gram(omega)
-        col = bias * design.rmatmul(omega[:, None])[:, 0]
-        M[:d, d], M[d, :d], M[d, d] = col, col, bias * bias * omega.sum()
+        with np.errstate(over="ignore", invalid="ignore"):  # _squares_of_x_finite says it
+            M[:d, :d] = design.gram(omega)
+            col = bias * design.rmatmul(omega[:, None])[:, 0]
+            M[:d, d], M[d, :d], M[d, d] = col, col, bias * bias * omega.sum()
         M[np.diag_indices(p)] += 1.0
+        _squares_of_x_finite(M)
         # scaled to a unit diagonal first: raw features (breast cancer's areas, ~1e3) put
         # ~1e12 beside the identity, where Cholesky failed unscaled
         scale = 1.0 / np.sqrt(np.diag(M))

@@ -831,6 +831,32 @@ def test_x_beyond_float32s_range_is_never_read_in_float32(form):
     assert np.abs(est.coef_).max() > 0.1 and _rel(est.coef_, want) < REL
 
 
+@pytest.mark.parametrize("est", [LogisticRegression(solver="tron"),
+                                 LogisticRegression(solver="newton"),
+                                 SoftmaxRegression(solver="tron"),
+                                 LinearSVM(loss="squared_hinge"), LinearSVM()],
+                         ids=lambda e: repr(e))
+def test_x_whose_squares_overflow_is_refused_naming_x(est):
+    """A value beyond ~1.3e154 squares to inf: the second-order solvers (TRON's metric,
+    Newton's Hessian, the interior point's Gram) say so, naming X, and the estimator keeps
+    its last fit; before, such a fit returned coefficients 5e-5 off, or of 1e-90, with
+    NumPy's overflow warnings."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((600, 8))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 1).astype(int)
+    if not isinstance(est, SoftmaxRegression):
+        y = (y > 0).astype(int)
+    est.fit(X, y)
+    coef = est.coef_.copy()
+    X_bad = X.copy()
+    X_bad[5, 3] = 1e200
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no overflow on the way either
+        with pytest.raises(ValueError, match="X has values too large"):
+            est.fit(X_bad, y)
+    np.testing.assert_array_equal(est.coef_, coef)
+
+
 def test_distributed_wrapper_turns_off_the_float32_phase_and_warm_start():
     """A rank's own row count must not change the sequence of collective calls."""
     from fastnn import distributed_linear
