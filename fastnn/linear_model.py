@@ -1598,7 +1598,7 @@ def _hinge_interior_point(design, y_pm, upper, bias, tol, max_iter):
     system I + Aᵀ Σ⁻¹ A (one weighted Gram of X, Design.gram), so a step costs N (D + 1)²
     and the method suits N >> D, where dual coordinate descent crawls (its free set is far
     larger than the D + 1 samples the optimum keeps on the margin: W6's 20,000 x 100, C = 1,
-    10,000 passes left it 2.7e-3 off, with a ConvergenceWarning). From μ < 1e-6 each step
+    10,000 passes left it 2.0e-3 off, with a ConvergenceWarning). From μ < 1e-6 each step
     tries the exact solution from the margin set (_hinge_exact) and stops there: 20,000 x
     100 in ~20 steps, the optimum to rounding. Returns (w (D + 1,), α (N,), steps,
     converged); samples of weight 0 keep α = 0 and stay out."""
