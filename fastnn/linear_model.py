@@ -1512,7 +1512,8 @@ def _hinge_solver(X):
     if d + 1 > _IPM_MAX_COEF or n < _IPM_MIN_ROWS * (d + 1):
         return "dual_cd"
     if scipy.sparse.issparse(X):
-        nnz = np.diff(X.tocsr().indptr).astype(np.float64)
+        nnz = (np.diff(X.indptr) if X.format == "csr"  # check_sparse: CSR or CSC
+               else np.bincount(X.indices, minlength=n)).astype(np.float64)
         cost = float(nnz @ nnz) + n * (d + 1)
     else:
         cost = n * (d + 1) ** 2
@@ -1522,6 +1523,13 @@ def _hinge_solver(X):
 def _svm_margins(design, y_pm, w, bias):
     """y_i (w[:D]·x_i + bias w[D]): the margins (N,) of the SVM's virtual rows a_i."""
     return y_pm * (design.matmul(w[:-1, None])[:, 0] + bias * w[-1])
+
+
+def _svm_w(design, y_pm, alpha, bias):
+    """Aᵀ α = Σ_i α_i a_i, a_i = y_i [x_i, bias]: the primal w (D + 1,) of dual variables α
+    (or the transpose product of any (N,) vector)."""
+    ya = y_pm * alpha
+    return np.append(design.rmatmul(ya[:, None])[:, 0], bias * ya.sum())
 
 
 def _svm_kkt_violation(margins, alpha, upper):
@@ -1556,9 +1564,7 @@ def _hinge_exact(design, y_pm, upper, bias, w, tol):
         tried = S
         alpha = np.zeros(n)
         alpha[B] = upper[B]
-        t = np.zeros(n)
-        t[B] = upper[B] * y_pm[B]
-        c = np.append(design.rmatmul(t[:, None])[:, 0], bias * t.sum())
+        c = _svm_w(design, y_pm, alpha, bias)
         if S.size:
             AS = y_pm[S, None] * np.hstack([_rows_dense(design, S), np.full((S.size, 1), bias)])
             try:  # an ill-conditioned system is fine: the test below judges the result
@@ -1624,13 +1630,9 @@ def _hinge_ipm_steps(design, y_pm, upper, bias, tol, max_iter):
     u = upper
     alpha, z, v = 0.5 * u, np.ones(n), np.ones(n)
 
-    def a_t(t):  # Aᵀ t
-        yt = y_pm * t
-        return np.append(design.rmatmul(yt[:, None])[:, 0], bias * yt.sum())
-
     it = 0
     for it in range(1, max_iter + 1):
-        w = a_t(alpha)
+        w = _svm_w(design, y_pm, alpha, bias)
         with np.errstate(over="ignore", invalid="ignore"):
             margins = _squares_of_x_finite(_svm_margins(design, y_pm, w, bias))
         rd = margins - 1.0 - z + v  # the dual's gradient Q α − 1, less z, plus v
@@ -1667,7 +1669,7 @@ def _hinge_ipm_steps(design, y_pm, upper, bias, tol, max_iter):
 
         def solve(r):  # (Q + Σ)⁻¹ r = Σ⁻¹ r − Σ⁻¹ A (I + Aᵀ Σ⁻¹ A)⁻¹ Aᵀ Σ⁻¹ r
             t = omega * r
-            k = scale * inverse(scale * a_t(t))
+            k = scale * inverse(scale * _svm_w(design, y_pm, t, bias))
             return t - omega * _svm_margins(design, y_pm, k, bias)
 
         def directions(target, cz, cv):
@@ -1689,7 +1691,7 @@ def _hinge_ipm_steps(design, y_pm, upper, bias, tol, max_iter):
         if step < 1e-12:  # stalled: the caller's coordinate descent finishes from here
             break
     alpha = np.clip(alpha, 0.0, u)
-    w = a_t(alpha)
+    w = _svm_w(design, y_pm, alpha, bias)
     margins = _svm_margins(design, y_pm, w, bias)
     return w, alpha, it, _svm_kkt_violation(margins, alpha, u) <= tol
 
@@ -1844,7 +1846,7 @@ class LinearSVM(_LinearClassifier):
         # a fixed order unless asked: refitting gives bitwise the same model
         seed = 0 if self.random_state is None else seed_from(self.random_state)
         csr = X.tocsr() if scipy.sparse.issparse(X) else None
-        design = Design(X) if solver == "interior_point" else None
+        design = None if solver != "interior_point" else Design(X if csr is None else csr)
         coefs, alphas, self.n_iter_, converged = [], [], 0, True
         for c in columns:
             y_pm = np.where(y_idx == c, 1.0, -1.0)
