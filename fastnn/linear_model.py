@@ -1278,7 +1278,8 @@ class LogisticRegression(_LinearClassifier):
         finishes on X in float64 (_tron_float32_first: the same optimum, ~half the memory
         traffic); its Hessian-vector products read a float32 copy of X (half X's size).
     tol : float > 0, default 1e-8
-        Stop once ||∇f|| <= tol ||∇f(0)||; "sgd": once an epoch changes the loss by less.
+        Stop once ||∇f|| <= tol ||∇f(0)|| (TRON on badly scaled columns: both norms in
+        diag(H(0))'s metric, _tron_metric); "sgd": once an epoch changes the loss by less.
     max_iter : int, default 100
         Iterations (Newton/TRON/L-BFGS steps, "gd" steps, "sgd" epochs) at most.
     learning_rate_init : float > 0 or None, default None
