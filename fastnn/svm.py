@@ -10,6 +10,17 @@
           (kernels.cpu.svm_smo). The decision function is Σ_i α_i y_i k(x_i, x) + b: only the
           support vectors (α_i > 0) enter it, as the seed says.
 
+          SMO stops at tol, anywhere within tol of the optimum. fastnn then finishes at the
+          optimum itself where that is cheap (kernels.cpu.svm_exact): from SMO's free set the
+          optimality conditions are a linear system of order |free| + 1, solved and checked
+          against every sample's condition, with an active-set correction where one fails
+          (fastnn's deviation from libsvm: a convex problem has one answer, and two fits of
+          the same problem, a sample of weight 2 or the same sample twice, now give the same
+          one to rounding). Applied when the support's kernel rows in float64 number at most
+          _EXACT_ENTRIES (2^22, 32 MB: e.g. every problem up to 2,048 samples) and at most
+          _EXACT_FREE alphas are free; otherwise, or if no exact point is found in
+          _EXACT_STEPS systems, SMO's answer stands, as libsvm's.
+
 Seed 002's objective is ||β||² + C Σ ε_i; fastnn, like libsvm and scikit-learn, minimises
 ½||β||² + C Σ ε_i, so seed 002's C is twice fastnn's. The hard margin is the limit C → ∞: a
 large C (say 1e6) gives it on separable data; on data that no kernel separates the hard-margin
@@ -65,6 +76,23 @@ def kernel_matrix(A, B, kernel, gamma, coef0, degree):
     return out
 
 
+def _weighted_var(X, sw):
+    """The variance of all of X's entries, each row counted sample_weight times (X.var()
+    when the weights are equal), so that gamma="scale" is the same for a sample of weight 2
+    and the same sample twice; scikit-learn's SVC ignores the weights here."""
+    total = sw.sum()
+    mean = (sw @ X).sum() / (total * X.shape[1])
+    return float(sw @ np.square(X - mean).sum(axis=1)) / (total * X.shape[1])
+
+
+# the exact finish's budget: kernel entries kept (8 bytes each), the free set's order (its
+# cube in flops), the active-set steps, the order solved by least squares (an SVD)
+_EXACT_ENTRIES = 1 << 22
+_EXACT_FREE = 2000
+_EXACT_STEPS = 10
+_EXACT_LSTSQ = 500
+
+
 def _solver_threads(n_pairs):
     """Numba threads for the solves: one per one-vs-one pair up to numba's thread count (the
     pairs are independent); a single binary problem splits its large kernel rows over the
@@ -97,12 +125,15 @@ class SVC(ClassifierMixin, BaseEstimator):
         whole Gram matrix is then formed, as scikit-learn does).
     degree : int >= 0, default 3
     gamma : {"scale", "auto"} or float > 0, default "scale"
-        "scale" is 1 / (n_features X.var()), "auto" 1 / n_features.
+        "scale" is 1 / (n_features X.var()), the variance weighted by sample_weight (a
+        deviation from scikit-learn, which ignores the weights there), "auto" 1 / n_features.
     coef0 : float, default 0.0
     shrinking : bool, default True
         libsvm's shrinking heuristic (same solution, usually faster).
     tol : float > 0, default 1e-3
-        Stop when the maximal KKT violation max_{I_up} −y G − min_{I_low} −y G is below tol.
+        Stop SMO when the maximal KKT violation max_{I_up} −y G − min_{I_low} −y G is below
+        tol; within the exact finish's budget (module docstring) the fit then ends at the
+        optimum, every condition holding to 1e-9.
     cache_size : float > 0, default 200
         Memory for cached kernel rows, in MB (float32 rows, as libsvm).
     class_weight : dict, "balanced" or None, default None
@@ -164,7 +195,8 @@ class SVC(ClassifierMixin, BaseEstimator):
     @fit_guard
     def fit(self, X, y, sample_weight=None):
         """Fit on X of shape (n_samples, n_features) and class labels y of shape (n_samples,);
-        sample_weight (n_samples,) >= 0 scales each sample's C (a zero drops the sample)."""
+        sample_weight (n_samples,) >= 0 scales each sample's C (a zero drops the sample) and
+        counts in gamma="scale"'s variance, as repeating the sample would."""
         self._validate_params()
         X, classes, y_idx = check_classifier_data(self, X, y)
         n, k = X.shape[0], classes.size
@@ -172,7 +204,7 @@ class SVC(ClassifierMixin, BaseEstimator):
         sw = np.ones(n) if sw is None else sw
         cw = compute_class_weight(self.class_weight, classes=classes, y=classes[y_idx])
         if isinstance(self.gamma, str):
-            var = X.var()
+            var = _weighted_var(X, sw)
             gamma = 1.0 / (X.shape[1] * (var if self.gamma == "scale" and var > 0 else 1.0))
         else:
             gamma = float(self.gamma)
@@ -202,10 +234,16 @@ class SVC(ClassifierMixin, BaseEstimator):
             alpha = np.zeros(idx.size)
             cache = np.empty((_cache_rows(idx.size, cache_mb), idx.size), np.float32)
             # libsvm's sign convention: +1 for the lower class of the pair
+            xs_sq = np.einsum("ij,ij->i", xs, xs)
+            ys = np.where(y_idx[idx] == a, 1.0, -1.0)
             rho, it, converged = cpu.svm_smo(
-                alpha, xs, np.einsum("ij,ij->i", xs, xs), np.where(y_idx[idx] == a, 1.0, -1.0),
-                upper[idx], kernel, gamma, float(self.coef0), float(self.degree),
-                float(self.tol), max_iter, cache, bool(self.shrinking))
+                alpha, xs, xs_sq, ys, upper[idx], kernel, gamma, float(self.coef0),
+                float(self.degree), float(self.tol), max_iter, cache, bool(self.shrinking))
+            if converged:  # the exact finish: SMO stops anywhere within tol of the optimum
+                exact, found = cpu.svm_exact(
+                    alpha, xs, xs_sq, ys, upper[idx], kernel, gamma, float(self.coef0),
+                    float(self.degree), _EXACT_STEPS, _EXACT_FREE, _EXACT_ENTRIES, _EXACT_LSTSQ)
+                rho = exact if found else rho
             full = np.zeros(n)
             full[idx] = alpha
             return full, rho, it, converged

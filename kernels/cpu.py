@@ -1815,6 +1815,12 @@ def svm_kernel(out, a, b, a_sq, b_sq, kernel, gamma, coef0, degree):
         return
     g, c0, zero = _typed(out, gamma), _typed(out, coef0), _typed(out, 0.0)
     deg = _typed(out, degree)
+    if kernel == SVM_RBF:  # the exp that vectorizes (libm's is a call per entry)
+        for r in range(m):
+            for k in range(n):
+                out[r, k] = _svm_exp(-g * max(a_sq[r] + b_sq[k] - (out[r, k] + out[r, k]),
+                                              zero), out)
+        return
     for r in range(m):
         for k in range(n):
             out[r, k] = _svm_from_dot(out[r, k], a_sq[r], b_sq[k], kernel, g, c0, deg, zero)
@@ -2279,6 +2285,193 @@ def _svm_rho_cpu(alpha, grad, y, c):
     if n_free > 0:
         return total / n_free
     return (ub + lb) / 2.0
+
+
+@njit(cache=True, nogil=True)
+def svm_exact(alpha, x, x_sq, y, c, kernel, gamma, coef0, degree, max_steps, max_free,
+              max_entries, max_lstsq):
+    """kernels.reference.svm_exact, in one compiled call: the support's kernel rows (BLAS, as
+    svm_kernel) kept in float64 in a (rows, N) block of at most max_entries entries, the
+    bordered system built from them and solved by LAPACK (gesv, else gelsd up to order
+    max_lstsq), the box and the bound alphas' conditions checked in plain loops. Returns
+    (rho, True) with alpha overwritten, or (0.0, False) with alpha untouched. Releases the
+    GIL, as svm_smo: one-vs-one pairs finish on their own threads."""
+    n = alpha.shape[0]
+    state = np.empty(n, np.int64)  # 0: at 0, 1: free, 2: at C
+    n_free, n_sup = 0, 0
+    for t in range(n):
+        state[t] = 0 if alpha[t] <= 0.0 else (2 if alpha[t] >= c[t] else 1)
+        n_free += state[t] == 1
+        n_sup += state[t] > 0
+    if n_free == 0 or n_free > max_free or n_sup * n > max_entries:
+        return 0.0, False
+    cap = min(n, n_sup + n_sup // 4 + 8, max_entries // n)
+    K = np.empty((cap, n))
+    row = np.full(n, -1)
+    n_rows = 0
+    a = np.empty(n)
+    yg = np.empty(n)
+    for _ in range(max_steps):
+        # ---- kernel rows for the support's new members
+        n_new = 0
+        for t in range(n):
+            n_new += state[t] > 0 and row[t] < 0
+        if n_new:
+            if n_rows + n_new > cap:
+                return 0.0, False
+            new = np.empty(n_new, np.int64)
+            k = 0
+            for t in range(n):
+                if state[t] > 0 and row[t] < 0:
+                    new[k] = t
+                    row[t] = n_rows + k
+                    k += 1
+            _svm_exact_rows(K, n_rows, new, x, x_sq, kernel, gamma, coef0, degree)
+            n_rows += n_new
+        # ---- the system on the free set F: (Q α)_i − 1 = y_i ρ on F, −yᵀα_F = yᵀα_U
+        m = 0
+        for t in range(n):
+            m += state[t] == 1
+        if m == 0 or m > max_free:
+            return 0.0, False
+        F = np.empty(m, np.int64)
+        k = 0
+        for t in range(n):
+            if state[t] == 1:
+                F[k] = t
+                k += 1
+        A = np.zeros((m + 1, m + 1))
+        rhs = np.zeros(m + 1)
+        for p in range(m):
+            fp = F[p]
+            kp = K[row[fp]]
+            for q in range(m):
+                A[p, q] = y[fp] * y[F[q]] * kp[F[q]]
+            A[p, m] = -y[fp]
+            A[m, p] = -y[fp]
+            acc = 0.0
+            for t in range(n):
+                if state[t] == 2:
+                    acc += c[t] * y[t] * kp[t]
+            rhs[p] = -y[fp] * (acc - y[fp])
+        for t in range(n):
+            if state[t] == 2:
+                rhs[m] += c[t] * y[t]
+        sol, ok = _svm_exact_solve(A, rhs, max_lstsq)
+        if not ok:
+            return 0.0, False
+        # ---- the box: an alpha that leaves it goes to the bound it crossed
+        moved = False
+        for p in range(m):
+            fp = F[p]
+            if sol[p] < -1e-12 * c[fp]:
+                state[fp] = 0
+                moved = True
+            elif sol[p] > c[fp] * (1.0 + 1e-12):
+                state[fp] = 2
+                moved = True
+        if moved:
+            continue
+        rho = sol[m]
+        for t in range(n):
+            a[t] = c[t] if state[t] == 2 else 0.0
+        for p in range(m):
+            a[F[p]] = min(max(sol[p], 0.0), c[F[p]])
+        # ---- y_i G_i = Σ_j y_j α_j k_ij − y_i for every sample, and the conditions
+        for t in range(n):
+            yg[t] = -y[t]
+        for j in range(n):
+            if state[j] > 0:
+                w = a[j] * y[j]
+                kj = K[row[j]]
+                for t in range(n):
+                    yg[t] += w * kj[t]
+        big = 0.0
+        for t in range(n):
+            big = max(big, abs(yg[t]))
+        eps = 1e-9 * (1.0 + big)
+        wrong = False
+        for t in range(n):
+            if state[t] == 1:
+                if abs(yg[t] - rho) > eps:
+                    return 0.0, False
+            elif (state[t] == 0) == (y[t] > 0):  # at 0 with y = +1, at C with y = -1
+                if yg[t] < rho - eps:
+                    state[t] = 1
+                    wrong = True
+            elif yg[t] > rho + eps:
+                state[t] = 1
+                wrong = True
+        if not wrong:
+            for t in range(n):
+                alpha[t] = a[t]
+            return rho, True
+    return 0.0, False
+
+
+@njit(cache=True)
+def _svm_exact_rows(K, start, rows, x, x_sq, kernel, gamma, coef0, degree):
+    """K[start:start + len(rows)] = k(x[rows], x): the Gram matrix's rows when precomputed,
+    else svm_kernel on a gathered copy of the rows."""
+    k, n = rows.shape[0], x.shape[0]
+    if kernel == SVM_PRECOMPUTED:
+        for r in range(k):
+            for t in range(n):
+                K[start + r, t] = x[rows[r], t]
+        return
+    sub = np.empty((k, x.shape[1]))
+    sub_sq = np.empty(k)
+    for r in range(k):
+        sub_sq[r] = x_sq[rows[r]]
+        for f in range(x.shape[1]):
+            sub[r, f] = x[rows[r], f]
+    out = np.empty((k, n))
+    svm_kernel(out, sub, x, sub_sq, x_sq, kernel, gamma, coef0, degree)
+    for r in range(k):
+        for t in range(n):
+            K[start + r, t] = out[r, t]
+
+
+@njit(cache=True)
+def _svm_exact_solve(A, rhs, max_lstsq):
+    """(sol, ok): A sol = rhs by LU (gesv), by least squares (gelsd) where LU fails or leaves
+    a residual above 1e-10 (1 + max|rhs|) and the order is at most max_lstsq."""
+    m = A.shape[0]
+    scale = 0.0
+    for p in range(m):
+        scale = max(scale, abs(rhs[p]))
+    sol = np.zeros(m)
+    try:
+        sol = np.linalg.solve(A, rhs)
+        if _svm_residual_ok(A, sol, rhs, 1e-10 * (1.0 + scale)):
+            return sol, True
+    except Exception:  # noqa: BLE001 (numba: LinAlgError for an exactly singular A)
+        pass
+    if m > max_lstsq:
+        return sol, False
+    try:
+        sol = np.linalg.lstsq(A, rhs)[0]
+    except Exception:  # noqa: BLE001
+        return sol, False
+    for p in range(m):
+        if not np.isfinite(sol[p]):
+            return sol, False
+    return sol, True
+
+
+@njit(cache=True)
+def _svm_residual_ok(A, sol, rhs, bound):
+    m = A.shape[0]
+    for p in range(m):
+        if not np.isfinite(sol[p]):
+            return False
+    for p in range(m):
+        r = -rhs[p]
+        for q in range(m):
+            r += A[p, q] * sol[q]
+        if abs(r) > bound:
+            return False
+    return True
 
 
 # ---- fused convex passes

@@ -968,6 +968,77 @@ def svm_smo(alpha, x, x_sq, y, c, kernel, gamma, coef0, degree, tol, max_iter, c
     return _svm_rho(a, G, y, c), it, converged
 
 
+def svm_exact(alpha, x, x_sq, y, c, kernel, gamma, coef0, degree, max_steps, max_free,
+              max_entries, max_lstsq):
+    """The dual's exact optimum, from SMO's tol-accurate alpha (svm_smo). With each alpha's
+    state read from alpha (at 0, free, at c_i), the optimality conditions on the free set F,
+
+        y_i G_i = rho  (i in F),    y' alpha = 0,    G = Q alpha - 1,
+
+    with the bound alphas fixed, are a linear system in (alpha_F, rho) of order |F| + 1,
+    bordered and symmetric: [[Q_FF, -y_F], [-y_F', 0]] [alpha_F; rho] = [1_F - Q_FU c_U;
+    y_U' c_U]. Its solution is checked: an alpha_F outside its box (beyond 1e-12 relative)
+    goes to the bound it crossed, a bound alpha whose condition fails (y_i G_i >= rho at 0
+    with y_i = +1 and at c_i with y_i = -1, <= rho otherwise, to eps = 1e-9 (1 + max |y G|))
+    becomes free, and the system is solved again: a primal-dual active-set method, at most
+    max_steps systems. The system is solved by LU, by least squares where LU fails or leaves
+    a residual (a singular Q_FF: repeated samples, a kernel of lower rank than |F|) and the
+    order is at most max_lstsq. Gives up (returns (0.0, False), alpha untouched) with no
+    free alpha, more than max_free, a support whose kernel rows (|S| N) exceed max_entries,
+    a solution that misses the free set's conditions, or max_steps used; else overwrites
+    alpha and returns (rho, True): every condition then holds to eps."""
+    n = alpha.shape[0]
+    state = np.where(alpha <= 0, 0, np.where(alpha >= c, 2, 1))
+    if not (state == 1).any() or (state == 1).sum() > max_free \
+            or (state > 0).sum() * n > max_entries:
+        return 0.0, False
+    K = _svm_gram(x, x_sq, kernel, gamma, coef0, degree)
+    for _ in range(max_steps):
+        F, U = np.flatnonzero(state == 1), np.flatnonzero(state == 2)
+        m = F.size
+        if m == 0 or m > max_free or (state > 0).sum() * n > max_entries:
+            return 0.0, False
+        A = np.zeros((m + 1, m + 1))
+        A[:m, :m] = np.outer(y[F], y[F]) * K[np.ix_(F, F)]
+        A[:m, m] = A[m, :m] = -y[F]
+        rhs = np.append(-y[F] * (K[np.ix_(F, U)] @ (c[U] * y[U]) - y[F]), c[U] @ y[U])
+        sol = _svm_exact_solve(A, rhs, max_lstsq)
+        if sol is None:
+            return 0.0, False
+        below, above = sol[:m] < -1e-12 * c[F], sol[:m] > c[F] * (1.0 + 1e-12)
+        if below.any() or above.any():
+            state[F[below]], state[F[above]] = 0, 2
+            continue
+        rho = sol[m]
+        a = np.where(state == 2, c, 0.0)
+        a[F] = np.clip(sol[:m], 0.0, c[F])
+        yg = K @ (a * y) - y
+        eps = 1e-9 * (1.0 + np.abs(yg).max())
+        if np.abs(yg[F] - rho).max() > eps:
+            return 0.0, False
+        ge = (state == 0) == (y > 0)  # y_i G_i >= rho needed
+        wrong = (state != 1) & np.where(ge, yg < rho - eps, yg > rho + eps)
+        if not wrong.any():
+            alpha[...] = a
+            return float(rho), True
+        state[wrong] = 1
+    return 0.0, False
+
+
+def _svm_exact_solve(A, rhs, max_lstsq):
+    try:
+        sol = np.linalg.solve(A, rhs)
+        if np.all(np.isfinite(sol)) and \
+                np.abs(A @ sol - rhs).max() <= 1e-10 * (1.0 + np.abs(rhs).max()):
+            return sol
+    except np.linalg.LinAlgError:
+        pass
+    if A.shape[0] > max_lstsq:
+        return None
+    sol = np.linalg.lstsq(A, rhs, rcond=None)[0]
+    return sol if np.all(np.isfinite(sol)) else None
+
+
 def _svm_rho(a, G, y, c):
     """libsvm's rho: the mean of y_i G_i over the free alphas, else the midpoint of the
     interval the KKT conditions leave for it."""

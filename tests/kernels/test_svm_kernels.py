@@ -258,3 +258,100 @@ def test_svm_smo_hard_margin_on_separable_data():
     assert converged
     assert margins.min() > 1 - 1e-5  # the stopping rule's O(tol) slack
     assert np.sum(alpha > 0) <= 3  # two dimensions: at most three points pin the margin
+
+
+# --------------------------------------------------------------------------- the exact finish
+
+EXACT_LIMITS = (10, 2000, 1 << 22, 500)  # max_steps, max_free, max_entries, max_lstsq
+
+
+def _kkt(alpha, rho, y, c, gram):
+    """The largest violation of the dual's optimality conditions, from the Gram matrix in
+    float64: margins y_i f(x_i) >= 1 at 0, = 1 when free, <= 1 at c_i; and y'alpha = 0."""
+    margin = y * _decision(alpha, rho, y, gram)
+    free = (alpha > 0) & (alpha < c)
+    return max(np.max(np.where(alpha <= 0, 1 - margin, 0.0)),
+               np.max(np.where(alpha >= c, margin - 1, 0.0)),
+               np.max(np.abs(margin - 1)[free], initial=0.0), abs(y @ alpha) / c.max())
+
+
+@pytest.mark.parametrize("n,f", [(2, 1), (7, 3), (31, 2), (60, 5), (97, 13)])
+@pytest.mark.parametrize("kernel", (codes.SVM_LINEAR, codes.SVM_POLY, codes.SVM_RBF))
+def test_svm_exact_cpu_matches_reference_at_the_optimum(n, f, kernel):
+    """From SMO's alpha at tol 1e-3 (within 1e-3 of the optimum) both twins reach the
+    optimum: every condition holds to rounding (1e-9 on margins of O(1)) where SMO's left up
+    to tol, and they agree on the decision function (unique; the alphas need not be, the
+    linear kernel's Gram matrix being singular for N > F)."""
+    x, x_sq, y, c = _problem(n, f, seed=n + kernel, c_spread=True)
+    gram = _gram(x, x_sq, kernel)
+    alpha, rho, _, converged = _solve(cpu, x, x_sq, y, c, kernel, 1e-3)
+    assert converged
+    out = {}
+    for module in (reference, cpu):
+        a = alpha.copy()
+        r, found = module.svm_exact(a, x, x_sq, y, c, kernel, GAMMA, COEF0, DEGREE,
+                                    *EXACT_LIMITS)
+        assert found, module.__name__
+        assert np.all(a >= 0) and np.all(a <= c)
+        assert _kkt(a, r, y, c, gram) <= 1e-9
+        out[module.__name__] = _decision(a, r, y, gram)
+    if n >= 60:  # SMO stops within tol, not at the optimum: the finish has work to do (on
+        # the smaller problems SMO happens to end within 1e-7)
+        assert _kkt(alpha, rho, y, c, gram) > 1e-6
+    np.testing.assert_allclose(out["fastnn.kernels.cpu"], out["fastnn.kernels.reference"],
+                               rtol=0, atol=1e-9)
+
+
+def test_svm_exact_repeated_samples_are_one_variable():
+    """A sample twice (the same x and y) makes Q_FF singular: least squares solves the system
+    and the decision function is that of the problem with the sample once at twice its C."""
+    x, x_sq, y, c = _problem(40, 3, seed=8)
+    reps = np.r_[np.arange(40), np.arange(10)]  # the first ten samples twice
+    xr, x_sqr, yr, cr = x[reps], x_sq[reps], y[reps], c[reps]
+    cw = c + (np.arange(40) < 10)  # ... or once, at twice their C
+    decisions = []
+    for xs, sq, ys, cs in ((xr, x_sqr, yr, cr), (x, x_sq, y, cw)):
+        alpha, _, _, _ = _solve(cpu, xs, sq, ys, cs, codes.SVM_RBF, 1e-3)
+        r, found = cpu.svm_exact(alpha, xs, sq, ys, cs, codes.SVM_RBF, GAMMA, COEF0, DEGREE,
+                                 *EXACT_LIMITS)
+        assert found
+        gram = _gram(xs, sq, codes.SVM_RBF)
+        assert _kkt(alpha, r, ys, cs, gram) <= 1e-9
+        k_x = np.empty((40, xs.shape[0]))
+        reference.svm_kernel(k_x, x, xs, x_sq, sq, codes.SVM_RBF, GAMMA, COEF0, DEGREE)
+        decisions.append(k_x @ (alpha * ys) - r)
+    np.testing.assert_allclose(decisions[0], decisions[1], rtol=0, atol=1e-9)
+
+
+def test_svm_exact_precomputed_gram_equals_rbf():
+    x, x_sq, y, c = _problem(50, 4, seed=9, c_spread=True)
+    gram = _gram(x, x_sq, codes.SVM_RBF)
+    alpha, _, _, _ = _solve(cpu, x, x_sq, y, c, codes.SVM_RBF, 1e-3)
+    a1, a2 = alpha.copy(), alpha.copy()
+    r1, f1 = cpu.svm_exact(a1, x, x_sq, y, c, codes.SVM_RBF, GAMMA, COEF0, DEGREE,
+                           *EXACT_LIMITS)
+    r2, f2 = cpu.svm_exact(a2, gram, np.zeros(50), y, c, codes.SVM_PRECOMPUTED, GAMMA, COEF0,
+                           DEGREE, *EXACT_LIMITS)
+    assert f1 and f2
+    # the same system from the same kernel values, up to the rows' last ulps
+    np.testing.assert_allclose(a2, a1, rtol=0, atol=1e-10)
+    assert abs(r1 - r2) < 1e-10
+
+
+@pytest.mark.parametrize("module", [reference, cpu], ids=["reference", "cpu"])
+def test_svm_exact_gives_up_within_its_limits(module):
+    """Out of steps, over the free-set order, over the kernel-row budget, or with no free
+    alpha: (0.0, False), alpha untouched."""
+    x, x_sq, y, c = _problem(60, 5, seed=10, c_spread=True)
+    alpha, _, _, _ = _solve(cpu, x, x_sq, y, c, codes.SVM_RBF, 1e-3)
+    n_free = int(np.sum((alpha > 0) & (alpha < c)))
+    n_sup = int(np.sum(alpha > 0))
+    for limits in ((0, 2000, 1 << 22, 500), (10, n_free - 1, 1 << 22, 500),
+                   (10, 2000, n_sup * 60 - 1, 500)):
+        a = alpha.copy()
+        assert module.svm_exact(a, x, x_sq, y, c, codes.SVM_RBF, GAMMA, COEF0, DEGREE,
+                                *limits) == (0.0, False)
+        np.testing.assert_array_equal(a, alpha)
+    bound = np.where(alpha > 0, c, 0.0)  # every alpha at a bound
+    assert module.svm_exact(bound, x, x_sq, y, c, codes.SVM_RBF, GAMMA, COEF0, DEGREE,
+                            *EXACT_LIMITS) == (0.0, False)
