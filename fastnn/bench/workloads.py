@@ -581,15 +581,22 @@ def w8_svc(dataset, threads=(1, 2)):
     """fastnn.svm.SVC (on 1 and 2 numba threads) and scikit-learn's SVC (libsvm, one
     thread), RBF, C = 1, gamma "scale", tol 1e-3, cache 200 MB: one fit each. Checked
     before timing: the same support-vector count within 1% and the same test predictions on
-    at least 99.5% of the held-out samples (both stop at a tol-optimal point, not the same
-    one; measured: identical support sets at 5,000 and on digits)."""
+    at least 99.5% of the held-out samples, against libsvm at tol 1e-8 up to 2,048 samples
+    (where fastnn's exact finish makes its fit the optimum), at its default above (both
+    stop at a tol-optimal point, not the same one; measured: identical support sets at
+    5,000)."""
     import numba
     from sklearn.svm import SVC as SklearnSVC
 
     from ..svm import SVC
 
     X, y, X_test, y_test = w8_data(dataset)
-    ours, theirs = SVC().fit(X, y), SklearnSVC().fit(X, y)
+    # the reference for the checks: within the exact finish's budget (fastnn.svm: every
+    # problem up to 2,048 samples) fastnn's fit is the optimum, which libsvm reaches at a
+    # tight tol (on 300 samples its default stop differed on 1 of 60 held-out predictions);
+    # above it both stop within tol. The timed libsvm fit is the default one in every case.
+    ours = SVC().fit(X, y)
+    theirs = SklearnSVC(tol=1e-8 if len(y) <= 2048 else 1e-3).fit(X, y)
     n_sv = {"fastnn": int(ours.support_.size), "scikit-learn SVC": int(theirs.support_.size)}
     p_ours, p_theirs = ours.predict(X_test), theirs.predict(X_test)
     agree = float(np.mean(p_ours == p_theirs))

@@ -255,6 +255,7 @@ CPU_ONLY = {
     "perceptron_epoch": "the perceptron's per-sample rule: one sample at a time",
     "perceptron_epoch_csr": "the perceptron's per-sample rule: one sample at a time",
     "svm_smo": "SMO: one pair of dual variables at a time (its kernel rows have a twin)",
+    "svm_exact": "SMO's exact finish: an active-set loop around one small LAPACK solve (CPU)",
     # ---- fused convex passes (issue 11's speed work)
     "logistic_value_grad": "the convex solvers' fused loss pass (CPU, Newton/TRON)",
     "logistic_value_grad_csr": "the convex solvers' fused loss pass (CPU, Newton/TRON)",
