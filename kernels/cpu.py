@@ -2295,7 +2295,8 @@ def svm_exact(alpha, x, x_sq, y, c, kernel, gamma, coef0, degree, max_steps, max
     bordered system built from them and solved by LAPACK (gesv, else gelsd up to order
     max_lstsq), the box and the bound alphas' conditions checked in plain loops. Returns
     (rho, True) with alpha overwritten, or (0.0, False) with alpha untouched. Releases the
-    GIL, as svm_smo: one-vs-one pairs finish on their own threads."""
+    GIL, as svm_smo: one-vs-one pairs finish on their own threads. float64 only (x, x_sq,
+    y, c): a certificate to 1e-9 needs float64 kernel rows, and SVC's X is float64."""
     n = alpha.shape[0]
     state = np.empty(n, np.int64)  # 0: at 0, 1: free, 2: at C
     n_free, n_sup = 0, 0

@@ -986,7 +986,8 @@ def svm_exact(alpha, x, x_sq, y, c, kernel, gamma, coef0, degree, max_steps, max
     order is at most max_lstsq. Gives up (returns (0.0, False), alpha untouched) with no
     free alpha, more than max_free, a support whose kernel rows (|S| N) exceed max_entries,
     a solution that misses the free set's conditions, or max_steps used; else overwrites
-    alpha and returns (rho, True): every condition then holds to eps."""
+    alpha and returns (rho, True): every condition then holds to eps. float64 only: a
+    certificate to 1e-9 needs float64 kernel values (the CPU twin's float32 is not built)."""
     n = alpha.shape[0]
     state = np.where(alpha <= 0, 0, np.where(alpha >= c, 2, 1))
     if not (state == 1).any() or (state == 1).sum() > max_free \
