@@ -314,7 +314,7 @@ class _LogisticLoss(_Objective):
         w = self._padded(theta)
         self._hw32 = None  # hw changes below
         if self.X.sparse:
-            f = cpu.logistic_value_grad_csr(self._out, self.hw, *self.X.rows, w, self._b,
+            f = cpu.logistic_value_grad_csr(self._out, self.hw, *self._csr_rows(), w, self._b,
                                             self.y, self.s, self.X.csr_phases)
         else:
             f = cpu.logistic_value_grad(self._out, self.hw, self._value_design(), w, self._b,
@@ -355,25 +355,36 @@ class _LogisticLoss(_Objective):
 
     def data_hessp(self, v):
         w = self._padded(v)
-        if (self.X.sparse and self.X.rows[0].size >= self.hessp_float32_min
-                and self.X.float32_holds_x()):
+        if self.X.sparse and self._csr_float32():
             return self._hessp_csr_float32(w)
         if self.X.sparse:
             self.X.csr_product(lambda phases: cpu.weighted_hessp_csr(
-                self._out, *self.X.rows, self.hw, w, self._b, phases))
+                self._out, *self._csr_rows(), self.hw, w, self._b, phases))
         else:
             cpu.weighted_hessp_scores(self._out, self.scores, self._hessp_design(), self.hw, w,
                                       self._b)
         return self._out[:self.p].copy()
 
+    def _csr_float32(self):
+        """Whether sparse X's Hessian-vector products read its float32 copy
+        (hessp_float32_min)."""
+        return self.X.rows[0].size >= self.hessp_float32_min and self.X.float32_holds_x()
+
+    def _csr_rows(self, float32=False):
+        """Sparse X's arrays for the fused passes (Design.fused_rows), with the uint16
+        indices that come with the products' float32 copy from the first pass on: the copy is
+        made here, before the first loss pass, where the products will read it."""
+        self._csr_float32()
+        return self.X.fused_rows(float32)
+
     def _hessp_csr_float32(self, w):
         """data_hessp on sparse X in float32 (hessp_float32_min)."""
-        _, indices, indptr = self.X.rows
         if self._hw32 is None:
             self._hw32 = self.hw.astype(np.float32)
         w32 = w.astype(np.float32)
+        rows = self._csr_rows(float32=True)
         self.X.csr_product(lambda phases: cpu.weighted_hessp_csr(
-            self._out32, self.X.float32(), indices, indptr, self._hw32, w32, self._b, phases))
+            self._out32, *rows, self._hw32, w32, self._b, phases))
         return self._out32[:self.p].astype(np.float64)
 
     def _hessp_design(self):
@@ -391,7 +402,7 @@ class _LogisticLoss(_Objective):
 
     def data_diag(self):
         if self.X.sparse:
-            cpu.weighted_diag_csr(self._out, *self.X.rows, self.hw, self._b)
+            cpu.weighted_diag_csr(self._out, *self._csr_rows(), self.hw, self._b)
         else:
             cpu.weighted_diag(self._out, self.X.X, self.hw, self._b)
         return self._out[:self.p].copy()
@@ -643,16 +654,17 @@ def _steihaug_cg(obj, g, delta, forcing, M, warm=None):
         u = np.zeros_like(obj.scores)
     d = z.copy()
     zr = float(z @ r)
+    # the step's vector work in kernels.cpu's cg_* passes (two over the (P,) vectors a step)
+    no_scores = np.empty(0)
+    u_step, scores = (no_scores, no_scores) if u is None else (u, obj.scores)
     for _ in range(g.shape[0] + 1):
         if np.sqrt(zr) <= cg_tol:
             break
         Hd = obj.hessp(d)
-        dHd = float(d @ Hd)
+        dHd, sd, ss, dd = cpu.cg_curvature(s, d, Hd, M)
         if dHd <= 0:
             break
         alpha = zr / dHd
-        Md = M * d
-        sd, ss, dd = float(s @ Md), float(s @ (M * s)), float(d @ Md)
         if ss + 2 * alpha * sd + alpha * alpha * dd > delta * delta:
             # step to the trust region's boundary and stop
             rad = np.sqrt(sd * sd + dd * max(delta * delta - ss, 0.0))
@@ -662,13 +674,8 @@ def _steihaug_cg(obj, g, delta, forcing, M, warm=None):
             if u is not None:
                 u += alpha * obj.scores
             return s, r, True, u
-        s += alpha * d
-        r -= alpha * Hd
-        if u is not None:
-            u += alpha * obj.scores
-        z = r / M
-        zr_new = float(z @ r)
-        d = z + (zr_new / zr) * d
+        zr_new = cpu.cg_step(s, r, d, Hd, M, alpha, u_step, scores)
+        cpu.cg_direction(d, r, M, zr_new / zr)
         zr = zr_new
     return s, r, False, u
 

@@ -1107,6 +1107,25 @@ def logistic_line_derivs(u, y, sample_weight, t):
             float(np.sum(sample_weight * u * u * e * q * q)))  # σ(m) σ(−m) = e / (1 + e)²
 
 
+def cg_curvature(s, d, hd, m):
+    """(dᵀ Hd, sᵀ M d, sᵀ M s, dᵀ M d), M = diag(m)."""
+    return (float(d @ hd), float(s @ (m * d)), float(s @ (m * s)), float(d @ (m * d)))
+
+
+def cg_step(s, r, d, hd, m, alpha, u, scores):
+    """s += α d, r −= α Hd, u += α scores (u not empty); returns rᵀ M⁻¹ r."""
+    s += alpha * d
+    r -= alpha * hd
+    if u.shape[0]:
+        u += alpha * scores
+    return float(r @ (r / m))
+
+
+def cg_direction(d, r, m, beta):
+    """d = M⁻¹ r + β d."""
+    d[...] = r / m + beta * d
+
+
 def weighted_hessp(out, x, hw, v, bias):
     """out = Xbᵀ diag(hw) Xb v, Xb = [X, bias 1]: the data term of a Hessian-vector product of
     a loss with curvature hw (N,)."""

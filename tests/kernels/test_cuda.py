@@ -269,6 +269,9 @@ CPU_ONLY = {
     "weighted_diag_csr": "TRON's diagonal preconditioner, once per outer step (CPU)",
     "float32_copy_finite": "a CPU linear model's float32 copy of X and its NaN/inf check",
     "logistic_line_derivs": "TRON's first-step line search on N scores (CPU)",
+    "cg_curvature": "TRON's CG vector work around its products (CPU)",
+    "cg_step": "TRON's CG vector work around its products (CPU)",
+    "cg_direction": "TRON's CG vector work around its products (CPU)",
     # ---- fused softmax passes (issue 11 part D)
     "softmax_value_grad": "the convex solvers' fused multinomial loss pass (CPU, TRON)",
     "softmax_hessp": "the convex solvers' fused multinomial Hessian-vector pass (CPU, TRON)",

@@ -403,6 +403,63 @@ def test_fused_csr_orders_of_work_agree_bit_for_bit(dtype, n, d, density):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+# one row; the top of uint16's range (column 65,535 filled); rows in parallel chunks, row by
+# row and in two phases
+@pytest.mark.parametrize("n,d,density", [(1, 3, 1.0), (5, 65_536, 1e-3), (3001, 211, 0.3),
+                                         (4001, 8209, 0.02)])
+def test_fused_csr_passes_read_uint16_indices_bit_for_bit(dtype, n, d, density):
+    """fastnn.estimator_utils.Design.fused_rows hands the logistic loss's fused CSR passes
+    uint16 column indices where X has at most 65,536 columns: the same sums in the same
+    order as with int32 (and int64) indices, so equal results, in every pass and order."""
+    rng = np.random.default_rng(d)
+    xs = scipy.sparse.random(n, d, density=density, random_state=rng, format="csr")
+    if d == 65_536:
+        xs = (xs + scipy.sparse.csr_matrix(([2.0], ([n - 1], [d - 1])), shape=(n, d))).tocsr()
+        assert xs.indices.max() == 65_535
+    data = xs.data.astype(dtype)
+    y = np.where(rng.random(n) < 0.5, -1.0, 1.0).astype(dtype)
+    w, sw, v = randn(rng, d + 1, dtype), rng.random(n).astype(dtype), randn(rng, d + 1, dtype)
+    got = {}
+    for index in (np.uint16, np.int32, np.int64):
+        indices = xs.indices.astype(index)
+        assert np.array_equal(indices, xs.indices)
+        for phases in (1, 2):
+            grad, hw = np.empty(d + 1, dtype), np.empty(n, dtype)
+            hv, diag = np.empty(d + 1, dtype), np.empty(d + 1, dtype)
+            f = cpu.logistic_value_grad_csr(grad, hw, data, indices, xs.indptr, w, 1.0, y, sw,
+                                            phases)
+            cpu.weighted_hessp_csr(hv, data, indices, xs.indptr, hw, v, 1.0, phases)
+            cpu.weighted_diag_csr(diag, data, indices, xs.indptr, hw, 1.0)
+            got[index, phases] = (np.array([f]), grad, hw, hv, diag)
+    want = got[np.int32, 1]
+    for key, res in got.items():
+        for a, b in zip(res, want):
+            np.testing.assert_array_equal(a, b, err_msg=str(key))
+
+
+# P: one value, a prime, and W6's CSR width plus its intercept slot
+@pytest.mark.parametrize("p", [1, 97, 50_001])
+@pytest.mark.parametrize("scores", [False, True])
+def test_cg_step_kernels_match_twins(p, scores):
+    """TRON's CG vector work (fastnn.linear_model._steihaug_cg): cg_curvature's four dot
+    products, cg_step's update of s, r (and the step's scores u) and rᵀ M⁻¹ r, and
+    cg_direction's d = M⁻¹ r + β d, against their NumPy twins, with a metric M far from 1
+    (liblinear's preconditioner) and M = 1. float64 only: the solvers' vectors are float64."""
+    rng = np.random.default_rng(p)
+    for m in (np.ones(p), rng.uniform(0.01, 100.0, p)):
+        s, d, hd, r = (rng.standard_normal(p) for _ in range(4))
+        n = 13 if scores else 0
+        u, sc = rng.standard_normal(n), rng.standard_normal(n)
+        # float64 sums of P terms in another order (the twins' are pairwise): ~P eps
+        tol = (1e-12, 1e-12)
+        check_backends("cg_curvature", [s, d, hd, m], tol, backends=CPU)
+        check_backends("cg_step", [s, r, d, hd, m, 0.37, u, sc], tol, backends=CPU,
+                       names=["s", "r", "d", "hd", "m", "alpha", "u", "scores"])
+        check_backends("cg_direction", [d, r, m, 0.61], tol, backends=CPU,
+                       names=["d", "r", "m", "beta"])
+
+
 def test_weighted_hessp_float32_x_sums_in_float64():
     """fastnn.linear_model's TRON reads a float32 copy of dense X in its Hessian-vector
     products, with float64 curvature, direction and output: the product of the rounded X,
