@@ -19,7 +19,11 @@
           one to rounding). Applied when the support's kernel rows in float64 number at most
           _EXACT_ENTRIES (2^22, 32 MB: e.g. every problem up to 2,048 samples) and at most
           _EXACT_FREE alphas are free; otherwise, or if no exact point is found in
-          _EXACT_STEPS systems, SMO's answer stands, as libsvm's.
+          _EXACT_STEPS systems, SMO's answer stands, as libsvm's. Where the finish applies,
+          SMO first stops at _EXACT_SMO_TOL (1e-2, or tol if that is looser), since the
+          finish needs SMO's free set, not its tolerance; where that free set is too far
+          off for an exact point, SMO goes on from there to tol and the finish is tried
+          once more.
 
 Seed 002's objective is ||β||² + C Σ ε_i; fastnn, like libsvm and scikit-learn, minimises
 ½||β||² + C Σ ε_i, so seed 002's C is twice fastnn's. The hard margin is the limit C → ∞: a
@@ -91,6 +95,8 @@ _EXACT_ENTRIES = 1 << 22
 _EXACT_FREE = 2000
 _EXACT_STEPS = 10
 _EXACT_LSTSQ = 500
+# SMO's stopping tolerance ahead of the exact finish (the larger of it and the user's tol)
+_EXACT_SMO_TOL = 1e-2
 
 
 def _solver_threads(n_pairs):
@@ -236,14 +242,32 @@ class SVC(ClassifierMixin, BaseEstimator):
             # libsvm's sign convention: +1 for the lower class of the pair
             xs_sq = np.einsum("ij,ij->i", xs, xs)
             ys = np.where(y_idx[idx] == a, 1.0, -1.0)
-            rho, it, converged = cpu.svm_smo(
-                alpha, xs, xs_sq, ys, upper[idx], kernel, gamma, float(self.coef0),
-                float(self.degree), float(self.tol), max_iter, cache, bool(self.shrinking))
-            if converged:  # the exact finish: SMO stops anywhere within tol of the optimum
-                exact, found = cpu.svm_exact(
-                    alpha, xs, xs_sq, ys, upper[idx], kernel, gamma, float(self.coef0),
-                    float(self.degree), _EXACT_STEPS, _EXACT_FREE, _EXACT_ENTRIES, _EXACT_LSTSQ)
-                rho = exact if found else rho
+            args = (xs, xs_sq, ys, upper[idx], kernel, gamma, float(self.coef0),
+                    float(self.degree))
+            tol, shrink = float(self.tol), bool(self.shrinking)
+
+            def finish(rho):
+                # the exact finish: SMO stops anywhere within tol of the optimum
+                exact, found = cpu.svm_exact(alpha, *args, _EXACT_STEPS, _EXACT_FREE,
+                                             _EXACT_ENTRIES, _EXACT_LSTSQ)
+                return (exact if found else rho), found
+
+            # where the exact finish applies, SMO first stops at the looser _EXACT_SMO_TOL
+            # (the finish needs SMO's free set, not its tol); where no exact point is found
+            # from there, SMO goes on from where it stopped (warm) to tol, and the finish is
+            # tried again
+            loose = max(tol, _EXACT_SMO_TOL) if idx.size ** 2 <= _EXACT_ENTRIES else tol
+            rho, it, converged = cpu.svm_smo(alpha, *args, loose, max_iter, cache, shrink,
+                                             False)
+            found = False
+            if converged:
+                rho, found = finish(rho)
+            if converged and not found and loose > tol:
+                rho, more, converged = cpu.svm_smo(alpha, *args, tol, max_iter - it, cache,
+                                                   shrink, True)
+                it += more
+                if converged:
+                    rho, _ = finish(rho)
             full = np.zeros(n)
             full[idx] = alpha
             return full, rho, it, converged

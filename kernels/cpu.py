@@ -2142,7 +2142,7 @@ def _svm_pair_step(a_i, a_j, g_i, g_j, y_i, y_j, c_i, c_j, k_ii_jj, k_ij):
 
 @njit(cache=True, nogil=True)
 def svm_smo(alpha, x, x_sq, y, c, kernel, gamma, coef0, degree, tol, max_iter, cache,
-            shrinking):
+            shrinking, warm):
     """SMO with WSS3 (kernels.reference.svm_smo), as libsvm's Solver does it: the gradient
     G = Q alpha - 1 is kept up to date over the active set; every min(N, 1000) iterations the
     bound alphas that cannot violate the KKT conditions any more are shrunk out of it, and
@@ -2152,6 +2152,9 @@ def svm_smo(alpha, x, x_sq, y, c, kernel, gamma, coef0, degree, tol, max_iter, c
     (R, N) of any float dtype (R >= 2; float32 as libsvm's Qfloat halves the memory), LRU,
     computed from a copy of x kept in the active-set order (O(N F) memory besides the cache).
     x, x_sq float64 or float32; alpha, y, c float64. Returns (rho, n_iter, converged).
+    warm: start from alpha as given (feasible: in the box, yᵀ alpha = 0), the gradient and
+    grad_bar built from the whole rows of its non-zero alphas (libsvm's Solver starts so),
+    which stay in the cache for the iterations; else from alpha = 0, where G = −1.
     Releases the GIL: one-vs-one fits solve their pairs on several Python threads."""
     n = x.shape[0]
     n_slots = cache.shape[0]
@@ -2181,9 +2184,23 @@ def svm_smo(alpha, x, x_sq, y, c, kernel, gamma, coef0, degree, tol, max_iter, c
     slot_full = np.zeros(n_slots, np.bool_)
     slot_era = np.zeros(n_slots, np.int64)
     last_used = np.full(n_slots, -1)
-    for t in range(n):
-        alpha[t] = 0.0
     era, clock, it = 0, 0, 0
+    for t in range(n):
+        if not warm:
+            alpha[t] = 0.0
+        elif alpha[t] > 0.0:
+            clock += 1
+            s = _svm_cached_row(cache, slot_of, row_in, slot_full, slot_era, last_used, clock,
+                                t, True, era, x, pos, xa, xa_sq, buf, active, n_active, kernel,
+                                g, c0, deg)
+            row = cache[s]
+            w = alpha[t] * y[t]
+            for k in range(n):
+                grad[k] += w * y[k] * row[k]
+            if alpha[t] >= c[t]:
+                w = c[t] * y[t]
+                for k in range(n):
+                    grad_bar[k] += w * y[k] * row[k]
     unshrunk = False
     counter = min(n, 1000) + 1
     converged = False

@@ -900,12 +900,13 @@ def _svm_gram(x, x_sq, kernel, gamma, coef0, degree):
 
 
 def svm_smo(alpha, x, x_sq, y, c, kernel, gamma, coef0, degree, tol, max_iter, cache,
-            shrinking):
+            shrinking, warm):
     """SMO on the dual of the soft-margin SVM, libsvm's C-SVC (Fan, Chen & Lin 2005):
 
         min_alpha  1/2 alpha' Q alpha - sum(alpha)   s.t.  0 <= alpha_i <= c_i,  y' alpha = 0,
 
-    Q_ij = y_i y_j k(x_i, x_j). Writes alpha (N,) (started from 0) and returns (rho, n_iter,
+    Q_ij = y_i y_j k(x_i, x_j). Writes alpha (N,) (started from 0, or with `warm` from alpha
+    as given: feasible, G = Q alpha − 1) and returns (rho, n_iter,
     converged); the decision function is sum_i alpha_i y_i k(x_i, x) - rho. y (N,) in
     {-1, +1}; c (N,) the per-sample bounds (C times class and sample weights); x (N, F) or,
     with SVM_PRECOMPUTED, the Gram matrix (N, N); x_sq (N,) squared row norms.
@@ -921,8 +922,8 @@ def svm_smo(alpha, x, x_sq, y, c, kernel, gamma, coef0, degree, tol, max_iter, c
     K = _svm_gram(x, x_sq, kernel, gamma, coef0, degree)
     Q = y[:, None] * y[None, :] * K
     QD = np.diag(Q).copy()
-    a = np.zeros(n)
-    G = -np.ones(n)
+    a = alpha.astype(np.float64) if warm else np.zeros(n)
+    G = Q @ a - 1.0
     tau = 1e-12
     it = 0
     converged = False

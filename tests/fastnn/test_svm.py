@@ -161,6 +161,33 @@ def test_exact_finish_can_be_told_apart(monkeypatch):
     assert _kkt_violation(SVC(C=3.0).fit(X, y), X, y) > 1e-5
 
 
+def test_loose_smo_then_warm_smo_reaches_the_same_optimum(monkeypatch):
+    """SMO stops at _EXACT_SMO_TOL (1e-2) ahead of the exact finish; on scaled iris with a
+    linear kernel and C = 0.1 one pair's free set there is too far off for an exact point, so
+    SMO goes on warm to tol and the finish succeeds. Both paths are taken, and the fit is the
+    optimum, the one SMO run straight to tol finishes at (1e-12: the same linear system up to
+    the order of its rows; measured 0)."""
+    X, y = DATA["iris (3 classes)"]
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    real, starts = svm_module.cpu.svm_smo, []
+
+    def counted(*args):
+        starts.append(args[-1])  # warm
+        return real(*args)
+
+    monkeypatch.setattr(svm_module.cpu, "svm_smo", counted)
+    staged = SVC(kernel="linear", C=0.1).fit(X, y)
+    assert starts.count(False) == 3 and starts.count(True) >= 1
+    assert _kkt_violation(staged, X, y) <= 1e-9
+    monkeypatch.setattr(svm_module, "_EXACT_SMO_TOL", 0.0)
+    starts.clear()
+    straight = SVC(kernel="linear", C=0.1).fit(X, y)
+    assert starts == [False] * 3
+    np.testing.assert_array_equal(staged.support_, straight.support_)
+    np.testing.assert_allclose(staged.dual_coef_, straight.dual_coef_, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(staged.intercept_, straight.intercept_, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("kernel", ["rbf", "linear", "poly"])
 def test_sample_weight_is_repetition(kernel):
     """A sample of weight w and the same sample w times (0: dropped) are the same convex

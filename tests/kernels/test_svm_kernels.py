@@ -159,12 +159,14 @@ def _gram(x, x_sq, kernel):
     return gram
 
 
-def _solve(module, x, x_sq, y, c, kernel, tol, rows=None, shrinking=True, max_iter=10 ** 5):
+def _solve(module, x, x_sq, y, c, kernel, tol, rows=None, shrinking=True, max_iter=10 ** 5,
+           start=None):
+    """SMO from alpha = 0, or warm from `start`."""
     n = x.shape[0]
-    alpha = np.full(n, np.nan)
+    alpha = np.full(n, np.nan) if start is None else start.copy()
     cache = np.empty((rows or n, n), np.float32)
     rho, it, converged = module.svm_smo(alpha, x, x_sq, y, c, kernel, GAMMA, COEF0, DEGREE, tol,
-                                        max_iter, cache, shrinking)
+                                        max_iter, cache, shrinking, start is not None)
     return alpha, rho, it, converged
 
 
@@ -195,6 +197,50 @@ def test_svm_smo_cpu_matches_reference(n, f, kernel, shrinking):
     # (measured: < 4e-7)
     np.testing.assert_allclose(_decision(a_cpu, rho_cpu, y, gram),
                                _decision(a_ref, rho_ref, y, gram), rtol=0, atol=2e-5)
+
+
+def _violation(alpha, x, x_sq, y, c, kernel):
+    """SMO's stopping measure m(alpha) − M(alpha), recomputed from scratch in float64."""
+    grad = (y[:, None] * y[None, :] * _gram(x, x_sq, kernel)) @ alpha - 1.0
+    up = np.where(y > 0, alpha < c, alpha > 0)
+    low = np.where(y > 0, alpha > 0, alpha < c)
+    return np.max(-y[up] * grad[up]) - np.min(-y[low] * grad[low])
+
+
+@pytest.mark.parametrize("rows", [2, 17, 200])
+@pytest.mark.parametrize("kernel", [codes.SVM_RBF, codes.SVM_LINEAR])
+def test_svm_smo_warm_start_continues_a_loose_solve(rows, kernel):
+    """warm: SMO started from a loose solve's alphas (fastnn.svm: tol 1e-2 before the exact
+    finish, then on to tol where the finish fails) builds the gradient from their rows and
+    ends at a point as good as a cold solve's, in fewer iterations than the cold one took; the
+    reference twin, warm from the same alphas, reaches the same decision values. Some alphas
+    start at their bound (c spread): grad_bar is built too, so shrinking loses nothing. A warm
+    start at the optimum takes no iteration."""
+    x, x_sq, y, c = _problem(200, 4, seed=11, c_spread=True)
+    loose, _, it_loose, ok = _solve(cpu, x, x_sq, y, c, kernel, 1e-1, rows=rows)
+    assert ok and np.any(loose >= c) and np.any((loose > 0) & (loose < c))
+    cold, rho_cold, it_cold, ok_cold = _solve(cpu, x, x_sq, y, c, kernel, 1e-6, rows=rows)
+    warm, rho_warm, it_warm, ok_warm = _solve(cpu, x, x_sq, y, c, kernel, 1e-6, rows=rows,
+                                              start=loose)
+    assert ok_cold and ok_warm and it_warm < it_cold
+    # float32 cache rows: each entry rounded by up to 2^-24 relative, so the gradient SMO
+    # stops on is off by up to 2^-24 max_k sum_t |K_kt| alpha_t (6.8e-6 rbf, 2.8e-5 linear
+    # here; the cold solve's violation is 1.3e-6 and 2.3e-6, the warm one's 1.4e-6, 2.3e-6)
+    gram = _gram(x, x_sq, kernel)
+    drift = 2.0 ** -24 * np.max(np.abs(gram) @ warm)
+    assert _violation(warm, x, x_sq, y, c, kernel) < 1e-6 + drift
+    assert np.all(warm >= 0) and np.all(warm <= c) and abs(warm @ y) < 1e-9 * c.sum()
+    ref, rho_ref, _, ok_ref = _solve(reference, x, x_sq, y, c, kernel, 1e-6, start=loose)
+    assert ok_ref
+    # each stops within tol of the optimum, whose decision values are unique: O(tol) apart
+    np.testing.assert_allclose(_decision(warm, rho_warm, y, gram),
+                               _decision(ref, rho_ref, y, gram), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(_decision(warm, rho_warm, y, gram),
+                               _decision(cold, rho_cold, y, gram), rtol=0, atol=1e-4)
+    again, _, it_again, ok_again = _solve(cpu, x, x_sq, y, c, kernel, 1e-3, rows=rows,
+                                          start=warm)
+    assert ok_again and it_again == 0
+    np.testing.assert_array_equal(again, warm)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
