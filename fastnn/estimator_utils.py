@@ -164,6 +164,22 @@ def one_blas_thread():
     return _CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
+def check_finite(X, estimator):
+    """Raise scikit-learn's ValueError ("Input X contains NaN.", "... infinity ...") when X
+    (dense, or scipy.sparse: its stored values) holds NaN or inf, for a fit that validated X
+    with ensure_all_finite=False: one pass of kernels.cpu.all_finite over X's memory (C or
+    F order; a strided view goes to scikit-learn's check), where scikit-learn's check takes
+    a sum over X on one thread (W6's 100,000 x 100 ridge fit: 6 ms -> 2.7 ms)."""
+    if scipy.sparse.issparse(X):
+        values = X.data
+    elif X.flags.c_contiguous or X.flags.f_contiguous:
+        values = np.ravel(X, order="K")  # a view
+    else:
+        values = None
+    if values is None or not cpu.all_finite(values):
+        assert_all_finite(X, input_name="X", estimator_name=type(estimator).__name__)
+
+
 # --------------------------------------------------------------------------- sparse input
 
 _SPARSE_FORMATS = ("csr", "csc")
@@ -372,16 +388,12 @@ class Design:
         TRON), in the copy's own read of X (kernels.cpu.float32_copy_finite): a 100,000 x 100
         fit's check and copy 7.5-9 -> 2.7-3.2 ms, against scikit-learn's one-thread np.sum
         and NumPy's copy; else in one pass of kernels.cpu.all_finite."""
-        if self.sparse:
-            finite = cpu.all_finite(self.rows[0])
-        elif float32_copy or self._float32 is not None:
+        if not self.sparse and (float32_copy or self._float32 is not None):
             self.float32()
-            finite = self._finite
+            if not self._finite:
+                assert_all_finite(self.X, input_name="X", estimator_name=type(estimator).__name__)
         else:
-            finite = cpu.all_finite(self.X.reshape(-1))
-        if not finite:
-            assert_all_finite(self._X if self.sparse else self.X, input_name="X",
-                              estimator_name=type(estimator).__name__)
+            check_finite(self._X if self.sparse else self.X, estimator)
 
     def csr_product(self, run):
         """A fused pass over the CSR rows that a solver repeats (a Hessian-vector product):

@@ -4,9 +4,9 @@ import pytest
 from sklearn.base import BaseEstimator
 from sklearn.datasets import load_iris
 
-from fastnn.estimator_utils import (Design, check_classifier_data, check_sample_weight,
-                                    encode_labels, fit_guard, forward, seed_from, sigmoid,
-                                    softmax)
+from fastnn.estimator_utils import (Design, check_classifier_data, check_finite,
+                                    check_sample_weight, encode_labels, fit_guard, forward,
+                                    seed_from, sigmoid, softmax)
 from fastnn.kernels import codes
 from fastnn.linear_model import LogisticRegression, SoftmaxRegression
 from fastnn.neural_network import MLPClassifier
@@ -251,3 +251,26 @@ def test_sparse_fits_do_not_depend_on_the_order_chosen(monkeypatch):
         fits[(phases, "ridge")] = (LinearRegression(alpha=1.0).fit(Xr, yr).coef_, yr)
     for key in (30_000, 1_000_000, "ridge"):
         np.testing.assert_array_equal(fits[(1, key)][0], fits[(2, key)][0])
+
+
+@pytest.mark.parametrize("bad,message", [(np.nan, "Input X contains NaN"),
+                                         (np.inf, "Input X contains infinity"),
+                                         (-np.inf, "Input X contains infinity")])
+def test_check_finite_names_x_in_every_layout(bad, message):
+    """check_finite reads X's memory in one compiled pass, C or F order, a strided view
+    through scikit-learn's own check, sparse X's stored values: each raises scikit-learn's
+    message for a single bad value (the last one, where a block's early exit cannot see it
+    first; and one in the middle), and passes finite X."""
+    import scipy.sparse
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((4099, 3))  # not a multiple of all_finite's 4,096-value blocks
+    est = LogisticRegression()
+    layouts = [lambda a: a, np.asfortranarray, lambda a: np.repeat(a, 2, axis=1)[:, ::2],
+               scipy.sparse.csr_matrix, scipy.sparse.csc_array]
+    for layout in layouts:
+        check_finite(layout(X), est)
+        for where in [(X.shape[0] - 1, X.shape[1] - 1), (2048, 1)]:
+            Xb = X.copy()
+            Xb[where] = bad
+            with pytest.raises(ValueError, match=message):
+                check_finite(layout(Xb), est)
