@@ -164,6 +164,8 @@ class SVC(ClassifierMixin, BaseEstimator):
     intercept_ : ndarray of shape (n_classes (n_classes − 1) / 2,)
     class_weight_ : ndarray of shape (n_classes,)
     n_iter_ : ndarray of shape (n_classes (n_classes − 1) / 2,), SMO iterations per pair
+        (both stages where the exact finish applies: then fewer than libsvm's, whose SMO
+        runs to tol)
     n_features_in_ : int
     """
 
