@@ -188,7 +188,7 @@ _SPARSE_FORMATS = ("csr", "csc")
 def check_sparse(X, name="X"):
     """A dense X as it is; a scipy.sparse X (CSR or CSC, matrix or array, after
     validate_data's shape checks, and its NaN/inf check unless the caller makes that itself:
-    Design.check_finite) with its index arrays checked (in range,
+    check_finite or Design.check_finite) with its index arrays checked (in range,
     monotone indptr: the kernels index with them unchecked) and in canonical form (sorted
     indices, duplicates summed), copied first when it is not, so the caller's X is never
     touched. Never densified."""
